@@ -1,0 +1,28 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the whole suite); both set up first.
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+HOROVODRUN := $(VENV)/bin/horovodrun
+# Plain mpirun as root needs these two; --oversubscribe lets 2 ranks share fewer cores.
+MPIRUN := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe
+PYTEST_FLAGS ?= -q -p no:cacheprovider
+
+.PHONY: setup demo test test-fast test-parallel
+
+setup:
+	POISSON_TF_VENV=$(VENV) scripts/setup.sh
+
+demo: setup
+	scripts/demo.sh
+
+# Parallel suite under all three launchers, then the whole suite single-process (its summary line is last).
+test: setup
+	$(MAKE) --no-print-directory test-parallel
+	$(PY) -m pytest $(PYTEST_FLAGS) tests
+
+test-fast: setup
+	$(PY) -m pytest $(PYTEST_FLAGS) tests
+
+test-parallel:
+	$(HOROVODRUN) -np 2 -H localhost:2 $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel
+	$(HOROVODRUN) --gloo -np 2 -H localhost:2 $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel
+	$(MPIRUN) -np 2 -x PATH $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel

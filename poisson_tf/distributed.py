@@ -1,0 +1,240 @@
+"""Horovod adapter for Keras 3: the only module that imports horovod; size() == 1 when not launched.
+
+horovod.tensorflow.keras does not work with Keras 3 (its DistributedOptimizer silently skips averaging),
+so this module uses Horovod's core TensorFlow ops on the underlying tf.Variables (../shared/STACK.md).
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+try:  # Horovod is optional: a laptop user can train and predict single-process before building it.
+    import horovod.tensorflow as hvd
+except ImportError:  # pragma: no cover - depends on the environment
+    hvd = None
+
+# Environment variables set by the launchers this package supports (horovodrun with MPI or Gloo, mpirun, srun).
+_LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+_state = {"initialized": False, "horovod": False}
+
+
+def launched() -> bool:
+    """True when this process was started by horovodrun, mpirun or srun (or POISSON_TF_HOROVOD=1)."""
+    if os.environ.get("POISSON_TF_HOROVOD") == "1":
+        return True
+    if os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_PROCID" in os.environ:
+        return True
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+def init(intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> None:
+    """Initializes Horovod when launched (and available), pins one GPU per local rank, sets CPU threads.
+
+    Safe to call more than once. Without a launcher, or without Horovod installed, the process runs alone
+    (size() == 1) and nothing here needs MPI.
+
+    Args:
+      intra_op_threads / inter_op_threads: TensorFlow CPU thread pools per process (None keeps TF's
+        default); on CPU nodes choose ranks x threads <= cores.
+
+    Raises:
+      RuntimeError: when launched by an MPI/Horovod launcher but Horovod is not installed.
+    """
+    if _state["initialized"]:
+        return
+    if launched():
+        if hvd is None:
+            raise RuntimeError("this process was started by a parallel launcher but Horovod is not installed; "
+                               "run scripts/setup.sh (it builds Horovod 0.28.1 with MPI and Gloo)")
+        hvd.init()  # Horovod: join the ring
+        _state["horovod"] = True
+    if intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+    if inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:  # Horovod: one GPU per process, chosen by local rank
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpus[local_rank() % len(gpus)], "GPU")
+    _state["initialized"] = True
+
+
+def _active() -> bool:
+    return _state["horovod"] and hvd.size() > 1
+
+
+def rank() -> int:
+    """This worker's global rank (0 when single-process)."""
+    return hvd.rank() if _state["horovod"] else 0
+
+
+def size() -> int:
+    """Number of workers (1 when single-process)."""
+    return hvd.size() if _state["horovod"] else 1
+
+
+def local_rank() -> int:
+    """Rank among the workers on this host (selects the GPU)."""
+    return hvd.local_rank() if _state["horovod"] else 0
+
+
+def local_size() -> int:
+    """Workers on this host."""
+    return hvd.local_size() if _state["horovod"] else 1
+
+
+def is_chief() -> bool:
+    """True on the one worker that prints and writes files (rank 0)."""
+    return rank() == 0
+
+
+def allreduce_gradients(grads: list) -> list:
+    """Averages a list of gradient tensors over workers in one grouped allreduce (graph-safe).
+
+    None entries (variables without gradient) stay None.
+    """
+    if not _active():
+        return list(grads)
+    present = [i for i, g in enumerate(grads) if g is not None]
+    # Horovod: one fused ring-allreduce for all gradients, averaged (not summed) across workers.
+    reduced = hvd.grouped_allreduce([grads[i] for i in present], op=hvd.Average)
+    out = list(grads)
+    for i, g in zip(present, reduced):
+        out[i] = g
+    return out
+
+
+def allreduce_mean(value):
+    """Average of a scalar or tensor over workers (graph-safe); the value itself when single-process."""
+    if not _active():
+        return value
+    return hvd.allreduce(value, op=hvd.Average)  # Horovod: metric averaging
+
+
+def _tf_variables(variables) -> list:
+    """Keras 3 Variables wrap tf.Variables; Horovod's broadcast needs the latter."""
+    out = []
+    for v in variables:
+        inner = getattr(v, "value", v)
+        out.append(inner if isinstance(inner, tf.Variable) else v)
+    return out
+
+
+def broadcast_variables(variables, root_rank: int = 0) -> None:
+    """Overwrites every worker's variables with root_rank's (Keras 3 or tf.Variables)."""
+    if _active():
+        hvd.broadcast_variables(_tf_variables(variables), root_rank=root_rank)  # Horovod: initial state
+
+
+def broadcast_model(model, optimizer=None, root_rank: int = 0) -> None:
+    """Makes model weights (and optimizer state, building its slots first) identical on every worker.
+
+    The optimizer's slot variables exist only once it is built; building them here lets the broadcast
+    happen before the first step, so all workers start from one state.
+    """
+    broadcast_variables(model.variables, root_rank)
+    if optimizer is not None:
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        broadcast_variables(optimizer.variables, root_rank)
+
+
+def broadcast_object(obj, root_rank: int = 0):
+    """Any picklable object from root_rank to every worker."""
+    if not _active():
+        return obj
+    return hvd.broadcast_object(obj, root_rank=root_rank)
+
+
+def allgather_object(obj) -> list:
+    """A list of every worker's obj, in rank order."""
+    if not _active():
+        return [obj]
+    return hvd.allgather_object(obj)
+
+
+def average_metrics(logs: dict) -> dict:
+    """Averages numeric log values over workers (one allreduce, keys in sorted order on every worker)."""
+    keys = sorted(k for k, v in logs.items()
+                  if not isinstance(v, (str, bytes, bool)) and np.ndim(v) == 0
+                  and np.issubdtype(np.asarray(v).dtype, np.number))
+    if not _active() or not keys:
+        return dict(logs)
+    values = hvd.allreduce(tf.constant([float(logs[k]) for k in keys], tf.float64), op=hvd.Average)
+    out = dict(logs)
+    out.update({k: float(v) for k, v in zip(keys, values.numpy())})
+    return out
+
+
+def barrier() -> None:
+    """Waits for every worker."""
+    if _active():
+        hvd.allreduce(tf.constant(0.0), op=hvd.Sum, name="poisson_tf_barrier")
+
+
+def split_batch(global_batch_size: int) -> int:
+    """Per-worker batch for a fixed global batch; raises ValueError unless size() divides it."""
+    workers = size()
+    if global_batch_size < 1 or global_batch_size % workers:
+        raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the number of "
+                         f"workers ({workers}), e.g. {workers * max(1, global_batch_size // workers)}")
+    return global_batch_size // workers
+
+
+class DataParallelTrainer(keras.Model):
+    """Trains `network` on `loss_fn` with gradients and logged loss averaged over all workers.
+
+    Keras 3 replacement for hvd.DistributedOptimizer: train_step computes the per-worker mean loss, averages
+    the gradients with one grouped allreduce, applies them, and logs the worker-averaged loss, so every
+    worker makes the same update and History/TensorBoard see global values. Use with BroadcastCallback.
+
+    Args:
+      network: the Keras model being trained (its weights are the ones updated and saved).
+      loss_fn: loss_fn(network, batch, training) -> per-sample losses [B] (or a scalar).
+    """
+
+    def __init__(self, network: keras.Model, loss_fn, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.loss_fn = loss_fn
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def compile(self, optimizer, **kwargs):
+        # XLA cannot compile Horovod's ops; Keras' "auto" would turn XLA on for GPUs.
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def _mean_loss(self, batch, training):
+        return tf.reduce_mean(tf.cast(self.loss_fn(self.network, batch, training), tf.float32))
+
+    def train_step(self, batch):
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self._mean_loss(batch, True)
+        grads = allreduce_gradients(tape.gradient(loss, variables))  # Horovod: averaged gradients
+        self.optimizer.apply(grads, variables)
+        self.loss_tracker.update_state(allreduce_mean(loss))  # Horovod: the global-batch loss
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, batch):
+        self.loss_tracker.update_state(allreduce_mean(self._mean_loss(batch, False)))
+        return {"loss": self.loss_tracker.result()}
+
+
+class BroadcastCallback(keras.callbacks.Callback):
+    """At the start of fit, copies rank 0's network weights and optimizer state to every worker."""
+
+    def on_train_begin(self, logs=None):
+        network = getattr(self.model, "network", self.model)
+        broadcast_model(network, self.model.optimizer)

@@ -1,0 +1,127 @@
+"""Q1 finite-element energy of DESIGN.md section 4 in TensorFlow: the data-free training loss."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from poisson_tf import q1
+
+
+def _kernel(table: np.ndarray) -> tf.Tensor:
+    """[nodes, channels] table -> conv3d kernel [2, 2, 2, 1, channels] (node a = 4i + 2j + k)."""
+    return tf.constant(table.reshape(2, 2, 2, 1, -1), tf.float32)
+
+
+# Gauss-point values (8 channels) and unit-element gradients (24 channels: d-major, then point).
+_VALUE_KERNEL = _kernel(q1.shape_values())
+_GRADIENT_KERNEL = _kernel(np.concatenate(list(q1.shape_gradients()), axis=1))
+
+
+def _conv(field: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    return tf.nn.conv3d(field, kernel, strides=[1, 1, 1, 1, 1], padding="VALID")
+
+
+def gauss_values(field: tf.Tensor) -> tf.Tensor:
+    """Trilinear interpolation of nodal values to the 8 Gauss points of each element.
+
+    Args:
+      field: float32 [B, N, N, N, 1].
+
+    Returns:
+      [B, N-1, N-1, N-1, 8].
+    """
+    return _conv(field, _VALUE_KERNEL)
+
+
+def gauss_gradients(field: tf.Tensor) -> tf.Tensor:
+    """Physical gradient of the trilinear interpolant at the Gauss points, [B, N-1, N-1, N-1, 3, 8]."""
+    n = tf.shape(field)[1]
+    inv_h = tf.cast(n - 1, tf.float32)  # d/dx = (1/h) d/ds on the unit element
+    grads = _conv(field, _GRADIENT_KERNEL) * inv_h
+    return tf.reshape(grads, tf.concat([tf.shape(grads)[:4], [3, q1.NUM_POINTS]], axis=0))
+
+
+def _check_field(name: str, x: tf.Tensor) -> None:
+    shape = x.shape
+    if shape.rank != 5 or shape[-1] != 1:
+        raise ValueError(f"{name} must have shape [batch, N, N, N, 1], got {shape}")
+    spatial = [d for d in shape[1:4] if d is not None]
+    if len(set(spatial)) > 1:
+        raise ValueError(f"{name} must be a cube [batch, N, N, N, 1], got {shape}")
+    if spatial and spatial[0] < 2:
+        raise ValueError(f"{name} needs at least N = 2 nodes per axis, got {shape}")
+
+
+def _check_same_shape(name: str, x: tf.Tensor, ref: tf.Tensor) -> None:
+    _check_field(name, x)
+    if x.shape.is_fully_defined() and ref.shape.is_fully_defined() and x.shape != ref.shape:
+        raise ValueError(f"{name} has shape {x.shape} but u has shape {ref.shape}; they must match")
+
+
+def energy(u, nu, f=None) -> tf.Tensor:
+    """Discrete energy J(u) = sum_e sum_q detJ [1/2 nu_q |grad u_q|^2 - f_q u_q] per sample.
+
+    J is the true integral (Gauss weights 1, detJ = (h/2)^3), so it is resolution-stable; with f = 0 and
+    u the discrete minimizer, 2 J equals the flux through x = 0 (DESIGN.md s.4).
+
+    Args:
+      u: [B, N, N, N, 1] nodal solution, float32, bfloat16 or float16.
+      nu: [B, N, N, N, 1] nodal diffusivity (> 0), same shape.
+      f: optional [B, N, N, N, 1] nodal source.
+
+    Returns:
+      float32 [B].
+
+    Raises:
+      ValueError: for a wrong rank or shape, mismatched shapes, N < 2, or (when executing eagerly) a nu
+        that is not finite and positive everywhere.
+    """
+    u = tf.convert_to_tensor(u)
+    nu = tf.convert_to_tensor(nu)
+    _check_field("u", u)
+    _check_same_shape("nu", nu, u)
+    if tf.executing_eagerly():
+        from poisson_tf.fields import check_diffusivity
+
+        check_diffusivity(nu.numpy())
+    # Low-precision inputs are accepted; products and the sum over ~N^3 terms are carried out in float32.
+    u = tf.cast(u, tf.float32)
+    nu = tf.cast(nu, tf.float32)
+    n = tf.shape(u)[1]
+    h = 1.0 / tf.cast(n - 1, tf.float32)
+    det_j = (0.5 * h) ** 3
+    grad_sq = tf.reduce_sum(tf.square(gauss_gradients(u)), axis=4)  # [B, E, E, E, 8]
+    density = 0.5 * gauss_values(nu) * grad_sq
+    if f is not None:
+        f = tf.convert_to_tensor(f)
+        _check_same_shape("f", f, u)
+        density -= gauss_values(tf.cast(f, tf.float32)) * gauss_values(u)
+    return det_j * tf.reduce_sum(density, axis=[1, 2, 3, 4])
+
+
+def dirichlet_masks(resolution, dtype=tf.float32):
+    """(interior, boundary_value) [1, N, 1, 1, 1] masks along x: interior 0 on x = 0, 1; value 1 at x = 0."""
+    index = tf.range(resolution)
+    interior = tf.cast((index > 0) & (index < resolution - 1), dtype)
+    value = tf.cast(tf.equal(index, 0), dtype)
+    return tf.reshape(interior, [1, -1, 1, 1, 1]), tf.reshape(value, [1, -1, 1, 1, 1])
+
+
+def apply_dirichlet(u) -> tf.Tensor:
+    """Imposes the exact Dirichlet planes: u = 1 on x = 0 (index 0), u = 0 on x = 1 (index N-1).
+
+    Args:
+      u: [B, N, N, N, C] (any float dtype); the other faces are left alone (natural Neumann).
+
+    Returns:
+      u with its first x plane set to 1 and its last to 0, same shape and dtype.
+    """
+    u = tf.convert_to_tensor(u)
+    interior, value = dirichlet_masks(tf.shape(u)[1], u.dtype)
+    return u * interior + value
+
+
+def linear_guess(resolution: int, batch_size: int = 1) -> tf.Tensor:
+    """The trivial guess u = 1 - x (exact for constant nu), [B, N, N, N, 1] float32."""
+    x = tf.linspace(1.0, 0.0, resolution)
+    return tf.broadcast_to(tf.reshape(x, [1, -1, 1, 1, 1]), [batch_size, resolution, resolution, resolution, 1])

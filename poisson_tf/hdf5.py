@@ -1,0 +1,168 @@
+"""HDF5 field files with an XDMF sidecar for ParaView (DESIGN.md section 9); every write is atomic."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator
+
+import numpy as np
+
+FIELD_NAMES = ("nu", "u", "u_ref")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
+
+    A crash mid-write leaves the previous file intact, never a truncated one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _field_shape(name: str, array: np.ndarray) -> tuple:
+    if array.ndim not in (3, 4) or len(set(array.shape[-3:])) != 1 or array.shape[-1] < 2:
+        raise ValueError(f"field {name!r} must have shape [N, N, N] or [B, N, N, N] with N >= 2, "
+                         f"got {array.shape}")
+    return array.shape
+
+
+def write_fields(path: str, fields: dict, eta: float | None = None, coeffs=None, xdmf: bool = True,
+                 attrs: dict | None = None) -> str:
+    """Writes named nodal fields (e.g. nu, u, u_ref) to HDF5, and an .xdmf beside it for ParaView.
+
+    Args:
+      path: the .h5 file to (over)write.
+      fields: name -> array [N, N, N] or [B, N, N, N]; all of one shape.
+      eta: correlation length of the KL family the fields came from (None if not from it).
+      coeffs: the KL coefficients [m] or [B, m], when known.
+      xdmf: also write `<path without .h5>.xdmf`.
+      attrs: extra file attributes (e.g. solver records).
+
+    Returns:
+      the path written.
+    """
+    import h5py
+
+    if not fields:
+        raise ValueError("write_fields needs at least one field")
+    arrays = {name: np.asarray(value) for name, value in fields.items()}
+    shapes = {name: _field_shape(name, a) for name, a in arrays.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"all fields must have one shape, got {shapes}")
+    shape = next(iter(shapes.values()))
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, array in arrays.items():
+                f.create_dataset(name, data=array, compression="gzip", compression_opts=1, shuffle=True)
+            f.attrs["resolution"] = shape[-1]
+            f.attrs["eta"] = np.nan if eta is None else float(eta)
+            f.attrs["coeffs"] = np.asarray([] if coeffs is None else coeffs, dtype=np.float64)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+    if xdmf:
+        write_xdmf(path, {name: (a.shape, a.dtype) for name, a in arrays.items()})
+    return path
+
+
+def xdmf_path(h5_path: str) -> str:
+    """The sidecar name: field.h5 -> field.xdmf."""
+    root, ext = os.path.splitext(h5_path)
+    return (root if ext in (".h5", ".hdf5") else h5_path) + ".xdmf"
+
+
+def _xdmf_number(dtype: np.dtype) -> str:
+    return ('NumberType="Float" Precision="8"' if np.dtype(dtype).itemsize == 8
+            else 'NumberType="Float" Precision="4"')
+
+
+def write_xdmf(h5_path: str, datasets: dict) -> str:
+    """Writes an XDMF 3 file describing the node-centred datasets of `h5_path` on the unit-cube grid.
+
+    Arrays are stored (x, y, z) in C order, so x varies slowest: ParaView, which reads a 3DCoRectMesh
+    slowest-first as (Z, Y, X), shows the array's x axis as its Z axis. On the cube all spacings are equal.
+
+    Args:
+      h5_path: the HDF5 file the XDMF will reference (by its base name, so the pair can be moved together).
+      datasets: name -> (shape, dtype), each [N, N, N] or [B, N, N, N]; a batch becomes a collection of
+        grids, sample b selected by an HDF5 hyperslab.
+    """
+    href = os.path.basename(h5_path)
+    shape = next(iter(datasets.values()))[0]
+    n = shape[-1]
+    h = 1.0 / (n - 1)
+    batch = shape[0] if len(shape) == 4 else None
+
+    def grid(name: str, sample: int | None) -> str:
+        lines = [f'    <Grid Name="{name}" GridType="Uniform">',
+                 f'      <Topology TopologyType="3DCoRectMesh" Dimensions="{n} {n} {n}"/>',
+                 '      <Geometry GeometryType="ORIGIN_DXDYDZ">',
+                 '        <DataItem Dimensions="3" Format="XML">0 0 0</DataItem>',
+                 f'        <DataItem Dimensions="3" Format="XML">{h!r} {h!r} {h!r}</DataItem>',
+                 '      </Geometry>']
+        for field, (fshape, dtype) in datasets.items():
+            number = _xdmf_number(dtype)
+            lines.append(f'      <Attribute Name="{field}" AttributeType="Scalar" Center="Node">')
+            if sample is None:
+                lines.append(f'        <DataItem Dimensions="{n} {n} {n}" {number} Format="HDF">'
+                             f'{href}:/{field}</DataItem>')
+            else:
+                lines += [f'        <DataItem ItemType="HyperSlab" Dimensions="1 {n} {n} {n}" Type="HyperSlab">',
+                          '          <DataItem Dimensions="3 4" Format="XML">'
+                          f'{sample} 0 0 0 1 1 1 1 1 {n} {n} {n}</DataItem>',
+                          f'          <DataItem Dimensions="{" ".join(map(str, fshape))}" {number} '
+                          f'Format="HDF">{href}:/{field}</DataItem>',
+                          '        </DataItem>']
+            lines.append('      </Attribute>')
+        lines.append('    </Grid>')
+        return "\n".join(lines)
+
+    if batch is None:
+        body = grid("field", None)
+    else:
+        body = "\n".join(['    <Grid Name="samples" GridType="Collection" CollectionType="Temporal">']
+                         + [f'  <Time Value="{b}"/>\n' + grid(f"sample{b}", b) for b in range(batch)]
+                         + ['    </Grid>'])
+    text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n  <Domain>\n'
+            f'{body}\n  </Domain>\n</Xdmf>\n')
+    path = xdmf_path(h5_path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+    return path
+
+
+def read_fields(path: str, names=("nu",)) -> tuple:
+    """Reads named fields and the file attributes from an HDF5 field file.
+
+    Returns:
+      ({name: array}, {attribute: value}).
+
+    Raises:
+      ValueError: when the file cannot be read as HDF5, a field is missing or has a bad shape.
+    """
+    import h5py
+
+    if not os.path.isfile(path):
+        raise ValueError(f"HDF5 field file {path!r} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [name for name in names if name not in f]
+            if missing:
+                raise ValueError(f"HDF5 file {path!r} has no dataset {missing[0]!r}; it holds {sorted(f.keys())}")
+            out = {name: f[name][()] for name in names}
+            attrs = dict(f.attrs)
+    except OSError as e:
+        raise ValueError(f"cannot read {path!r} as an HDF5 field file: {e}") from None
+    for name, array in out.items():
+        _field_shape(name, array)
+    return out, attrs

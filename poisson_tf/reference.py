@@ -1,0 +1,186 @@
+"""Sparse Q1 assembly and the AMG-preconditioned CG reference solver of DESIGN.md section 5."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from poisson_tf import q1
+from poisson_tf.fields import check_diffusivity
+
+_VALUES = q1.shape_values()        # [a, q]
+_GRADIENTS = q1.shape_gradients()  # [d, a, q]
+_CORNERS = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+# Per Gauss point q: sum_d dN_a/ds_d dN_b/ds_d, [q, a, b]; stiffness = nu_q (detJ / h^2) times this.
+_GRAD_PRODUCTS = np.einsum("daq,dbq->qab", _GRADIENTS, _GRADIENTS)
+_VALUE_PRODUCTS = np.einsum("aq,bq->qab", _VALUES, _VALUES)
+
+
+def _check_nodal(nu: np.ndarray, name: str = "nu") -> np.ndarray:
+    nu = np.asarray(nu)
+    if nu.ndim != 3 or len(set(nu.shape)) != 1 or nu.shape[0] < 2:
+        raise ValueError(f"{name} must be a nodal field of shape [N, N, N] with N >= 2, got shape {nu.shape}")
+    return nu
+
+
+def _assemble(point_weights: np.ndarray, local: np.ndarray, n: int) -> sp.csr_matrix:
+    """Assembles sum_e sum_q point_weights[e, q] local[q] into an [N^3, N^3] matrix, without an element loop.
+
+    Each (a, b) pair of local nodes couples a node to its neighbour at offset corner_b - corner_a, one of
+    27 stencil offsets; contributions are summed per offset into a nodal array and become one diagonal.
+
+    Args:
+      point_weights: [N-1, N-1, N-1, 8] per element and Gauss point.
+      local: [8 points, 8 nodes, 8 nodes].
+      n: nodes per axis.
+    """
+    e = n - 1
+    element_matrices = np.einsum("xyzq,qab->xyzab", point_weights, local)  # [e, e, e, 8, 8]
+    diagonals = {}
+    for a, ca in enumerate(_CORNERS):
+        for b, cb in enumerate(_CORNERS):
+            offset = tuple(cb - ca)
+            diag = diagonals.get(offset)
+            if diag is None:
+                diag = diagonals[offset] = np.zeros((n, n, n))
+            diag[ca[0]:ca[0] + e, ca[1]:ca[1] + e, ca[2]:ca[2] + e] += element_matrices[..., a, b]
+    offsets, data = [], []
+    for (dx, dy, dz), diag in diagonals.items():
+        k = (dx * n + dy) * n + dz  # row node r couples to column r + k (C order, x slowest)
+        flat = diag.ravel()
+        data.append(flat[:flat.size - k] if k >= 0 else flat[-k:])
+        offsets.append(k)
+    matrix = sp.diags(data, offsets, shape=(n ** 3, n ** 3), format="csr")
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _gauss_nu(nu: np.ndarray) -> np.ndarray:
+    """nu interpolated trilinearly to the Gauss points, [N-1, N-1, N-1, 8]."""
+    n = nu.shape[0]
+    corners = np.stack([nu[i:i + n - 1, j:j + n - 1, k:k + n - 1] for i, j, k in _CORNERS], axis=-1)
+    return corners @ _VALUES
+
+
+def stiffness(nu) -> sp.csr_matrix:
+    """The Q1 stiffness matrix K (all N^3 nodes, no boundary conditions) with nu at the 2x2x2 Gauss points.
+
+    K_ab = sum_e sum_q detJ nu_q grad N_a . grad N_b, detJ = (h/2)^3, so that J(u) = 1/2 u^T K u for f = 0.
+
+    Args:
+      nu: [N, N, N] nodal diffusivity, finite and positive.
+
+    Returns:
+      symmetric CSR matrix [N^3, N^3] in C (x-slowest) node order.
+    """
+    nu = check_diffusivity(_check_nodal(nu)).astype(np.float64)
+    n = nu.shape[0]
+    h = 1.0 / (n - 1)
+    return _assemble(_gauss_nu(nu), _GRAD_PRODUCTS * (q1.jacobian_determinant(h) / h ** 2), n)
+
+
+def mass(resolution: int) -> sp.csr_matrix:
+    """The Q1 mass matrix M_ab = sum_e sum_q detJ N_a N_b (exact for Q1 with 2x2x2 Gauss)."""
+    n = resolution
+    h = 1.0 / (n - 1)
+    return _assemble(np.ones((n - 1,) * 3 + (q1.NUM_POINTS,)), _VALUE_PRODUCTS * q1.jacobian_determinant(h), n)
+
+
+def energy(u, nu, f=None) -> float:
+    """numpy twin of fem.energy for one sample: 1/2 u^T K u - u^T M f."""
+    u = _check_nodal(u, "u").astype(np.float64).ravel()
+    value = 0.5 * u @ (stiffness(nu) @ u)
+    if f is not None:
+        value -= u @ (mass(round(len(u) ** (1 / 3))) @ np.asarray(f, np.float64).ravel())
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveRecord:
+    """What one reference solve did."""
+
+    resolution: int
+    iterations: int
+    relative_residual: float
+    seconds: float
+    setup_seconds: float
+    initial_relative_residual: float
+    rtol: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def dirichlet_values(resolution: int) -> np.ndarray:
+    """[N, N, N] array that is 1 on x = 0, 0 elsewhere (the boundary data; interior entries unused)."""
+    g = np.zeros((resolution,) * 3)
+    g[0] = 1.0
+    return g
+
+
+def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
+    """Solves -div(nu grad u) = f with u = 1 at x = 0, u = 0 at x = 1, natural conditions elsewhere.
+
+    The Dirichlet rows and columns are eliminated; the free block is solved by conjugate gradients
+    preconditioned with one smoothed-aggregation AMG V-cycle (pyamg), to ||b - K u|| <= rtol ||b||.
+
+    Args:
+      nu: [N, N, N] nodal diffusivity, finite and positive.
+      rtol: relative residual target (<= 1e-10 for reference solutions).
+      x0: optional initial guess [N, N, N] (a network prediction, say); its Dirichlet planes are ignored.
+      f: optional nodal source [N, N, N].
+      maxiter: CG iteration limit.
+
+    Returns:
+      (u [N, N, N] float64 with exact Dirichlet planes, SolveRecord).
+
+    Raises:
+      ValueError: for a bad nu, x0 or f, or rtol not in (0, 1).
+      RuntimeError: if CG does not reach rtol within maxiter iterations.
+    """
+    import pyamg
+
+    nu = _check_nodal(nu)
+    n = nu.shape[0]
+    if not 0 < rtol < 1:
+        raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
+    start = time.perf_counter()
+    k = stiffness(nu)
+    g = dirichlet_values(n).ravel()
+    free = slice(n * n, n ** 3 - n * n)  # x planes 1..N-2, contiguous in C order
+    k_ff = k[free, free].tocsr()
+    b = -(k[free, :] @ g)
+    if f is not None:
+        f = _check_nodal(np.asarray(f, np.float64), "f")
+        b += (mass(n) @ f.ravel())[free]
+    u = g.copy()
+    if n == 2:  # no free nodes
+        return u.reshape(n, n, n), SolveRecord(n, 0, 0.0, time.perf_counter() - start, 0.0, 0.0, rtol)
+    guess = np.zeros(k_ff.shape[0])
+    if x0 is not None:
+        x0 = _check_nodal(np.asarray(x0, np.float64), "x0")
+        if x0.shape != nu.shape or not np.all(np.isfinite(x0)):
+            raise ValueError(f"x0 must be finite with the shape of nu {nu.shape}, got shape {x0.shape}")
+        guess = x0.ravel()[free].copy()
+    ml = pyamg.smoothed_aggregation_solver(k_ff, symmetry="symmetric", max_coarse=500)
+    setup_seconds = time.perf_counter() - start
+    b_norm = np.linalg.norm(b)
+    initial = np.linalg.norm(b - k_ff @ guess) / b_norm
+    iterations = [0]
+
+    def count(_):
+        iterations[0] += 1
+
+    x, info = spla.cg(k_ff, b, x0=guess, rtol=rtol, atol=0.0, maxiter=maxiter,
+                      M=ml.aspreconditioner(cycle="V"), callback=count)
+    residual = np.linalg.norm(b - k_ff @ x) / b_norm
+    if info != 0 or residual > rtol * 1.0001:
+        raise RuntimeError(f"AMG-CG did not reach rtol={rtol} within {maxiter} iterations "
+                           f"(relative residual {residual:.3e}); the diffusivity contrast may be too high")
+    u[free] = x
+    record = SolveRecord(n, iterations[0], float(residual), time.perf_counter() - start, setup_seconds,
+                         float(initial), rtol)
+    return u.reshape(n, n, n), record

@@ -1,0 +1,47 @@
+"""pip-installable poisson_tf. Horovod is not listed: scripts/setup.sh builds it against the installed TF."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+TENSORFLOW_VERSION = "2.18.1"  # Horovod 0.28.1 builds only against TF <= 2.18 (../shared/STACK.md)
+GPU = os.environ.get("POISSON_TF_DEVICE", "cpu").lower() == "gpu"
+
+
+def version() -> str:
+    with open(os.path.join(os.path.dirname(__file__), "poisson_tf", "__init__.py")) as f:
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+
+setup(
+    name="poisson_tf",
+    version=version(),
+    description="Data-free neural solvers for the generalized 3D Poisson equation, multigrid-trained with Horovod",
+    long_description=open(os.path.join(os.path.dirname(__file__), "README.rst")).read(),
+    long_description_content_type="text/x-rst",
+    packages=find_packages(include=["poisson_tf", "poisson_tf.*"]),
+    python_requires=">=3.11,<3.13",
+    install_requires=[
+        # The tested set. On GPU machines set POISSON_TF_DEVICE=gpu and install the `gpu` extra instead of
+        # tensorflow-cpu (both packages provide the `tensorflow` module; they must not be mixed).
+        *([] if GPU else [f"tensorflow-cpu=={TENSORFLOW_VERSION}"]),
+        "keras==3.15.1",
+        "numpy==2.0.2",
+        "h5py==3.16.0",
+        "absl-py==2.5.1",
+        "tensorboard==2.18.0",
+        "scipy==1.17.1",
+        "pyamg==5.4.1",
+        "matplotlib==3.11.2",
+        "psutil==7.2.2",
+    ],
+    extras_require={
+        "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW_VERSION}"],
+        "test": ["pytest==9.2.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "poisson-tf-solve=poisson_tf.solve:run",
+        ],
+    },
+)
