@@ -1,0 +1,167 @@
+"""Training/validation sample sets, tf.data pipelines per resolution, and the cached reference solutions."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from poisson_tf import fields, hdf5
+
+DEFAULT_CACHE_BUDGET_BYTES = 2 * 1024 ** 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSet:
+    """KL coefficient vectors [num_samples, num_terms] and how they were drawn."""
+
+    coeffs: np.ndarray
+    eta: float
+    method: str
+    seed: int
+    role: str = "train"
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.coeffs.shape[0])
+
+    @property
+    def num_terms(self) -> int:
+        return int(self.coeffs.shape[1])
+
+    def save(self, path: str) -> str:
+        """Writes the set to HDF5 (dataset `coeffs`, attributes eta, num_terms, method, seed, role); atomic."""
+        import h5py
+
+        with hdf5.atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("coeffs", data=self.coeffs)
+                f.attrs.update(eta=self.eta, num_terms=self.num_terms, method=self.method, seed=self.seed,
+                               role=self.role)
+        return path
+
+    @classmethod
+    def load(cls, path: str, eta: float | None = None, num_terms: int | None = None) -> "SampleSet":
+        """Reads a set written by save(); checks it against the expected eta and num_terms when given.
+
+        Raises:
+          ValueError: unreadable or corrupt file, or a set drawn for another eta / number of KL terms.
+        """
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                coeffs = np.asarray(f["coeffs"][()], np.float64)
+                attrs = {k: f.attrs[k] for k in ("eta", "num_terms", "method", "seed", "role")}
+        except (OSError, KeyError) as e:
+            raise ValueError(f"cannot read sample set {path!r} (expected HDF5 with dataset `coeffs` and "
+                             f"attributes eta, num_terms, method, seed, role): {e}") from None
+        if coeffs.ndim != 2 or coeffs.shape[1] != attrs["num_terms"] or not np.all(np.isfinite(coeffs)):
+            raise ValueError(f"sample set {path!r} is corrupt: coeffs {coeffs.shape} with num_terms "
+                             f"{attrs['num_terms']} (finite [num_samples, num_terms] expected)")
+        if eta is not None and not np.isclose(attrs["eta"], eta, rtol=1e-12):
+            raise ValueError(f"sample set {path!r} was drawn for eta={attrs['eta']}, but this run uses eta={eta}")
+        if num_terms is not None and attrs["num_terms"] != num_terms:
+            raise ValueError(f"sample set {path!r} has {attrs['num_terms']} KL terms, but this run uses "
+                             f"{num_terms}")
+        return cls(coeffs, float(attrs["eta"]), str(attrs["method"]), int(attrs["seed"]), str(attrs["role"]))
+
+
+def make_sample_sets(num_train: int, num_val: int, num_terms: int = fields.DEFAULT_NUM_TERMS,
+                     eta: float = fields.DEFAULT_ETA, method: str = "sobol", seed: int = 0):
+    """Disjoint training and validation sets: consecutive, non-overlapping stretches of one seeded sequence."""
+    every = fields.sample_coeffs(num_train + num_val, num_terms, method, seed)
+    return (SampleSet(every[:num_train], eta, method, seed, "train"),
+            SampleSet(every[num_train:], eta, method, seed, "validation"))
+
+
+def shard(coeffs: np.ndarray, global_batch_size: int, rank: int = 0, size: int = 1) -> np.ndarray:
+    """This worker's disjoint share of whole global batches: rows rank, rank + size, ... of the first
+    floor(n / global_batch) * global_batch rows, so every worker runs the same number of steps."""
+    if global_batch_size % size:
+        raise ValueError(f"global batch size {global_batch_size} must be divisible by the {size} workers")
+    usable = (len(coeffs) // global_batch_size) * global_batch_size
+    if usable == 0:
+        raise ValueError(f"{len(coeffs)} samples cannot fill one global batch of {global_batch_size}")
+    return coeffs[:usable][rank::size]
+
+
+def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, eta: float = fields.DEFAULT_ETA,
+                  seed: int = 0, rank: int = 0, size: int = 1, start_epoch: int = 0, shuffle: bool = True,
+                  cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES):
+    """An endless tf.data pipeline of nu batches [global_batch / size, N, N, N, 1] at one resolution.
+
+    Sharded by worker first; epoch e visits this worker's shard in the order of a stateless shuffle keyed by
+    (seed, e), so two epochs differ, the same seed repeats, and a resumed run sees the same batches. nu is
+    generated in TensorFlow inside a parallel `map`, or once and kept in memory when the shard fits in
+    `cache_budget_bytes`.
+
+    Returns:
+      (dataset, steps_per_epoch).
+    """
+    resolution = fields.check_resolution(resolution)
+    per_worker = global_batch_size // size
+    local = tf.constant(shard(np.asarray(coeffs), global_batch_size, rank, size), tf.float32)
+    num_local = int(local.shape[0])
+    num_terms = int(local.shape[1])
+    cached = None
+    if num_local * resolution ** 3 * 4 <= cache_budget_bytes:
+        cached = tf.concat([fields.kl_diffusivity_tf(local[i:i + 8], resolution, eta)
+                            for i in range(0, num_local, 8)], axis=0)[..., None]
+
+    def one_epoch(epoch):
+        order = tf.range(num_local)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        if cached is not None:
+            ds = ds.map(lambda i: tf.gather(cached, i))
+        else:
+            ds = ds.map(lambda i: fields.kl_diffusivity_tf(tf.gather(local, i), resolution, eta, num_terms)[..., None],
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(per_worker, drop_remainder=True)
+
+    ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(one_epoch)
+    return ds.prefetch(tf.data.AUTOTUNE), num_local // per_worker
+
+
+class ReferenceStore:
+    """Reference solutions by the AMG solver, computed once per (coefficients, eta, N) and cached in HDF5.
+
+    One file per sample and resolution, named by a hash of its key, written atomically: safe to share
+    between runs and workers.
+    """
+
+    def __init__(self, directory: str, rtol: float = 1e-10):
+        self.directory = directory
+        self.rtol = rtol
+
+    def path(self, coeffs, eta: float, resolution: int) -> str:
+        key = np.asarray(coeffs, np.float64).tobytes() + np.float64(eta).tobytes() + np.int64(resolution).tobytes()
+        return os.path.join(self.directory, f"ref_N{resolution}_{hashlib.sha1(key).hexdigest()[:20]}.h5")
+
+    def get(self, coeffs, eta: float, resolution: int):
+        """(nu, u_ref), each [N, N, N] float64, solving and caching on first use."""
+        from poisson_tf import reference
+
+        path = self.path(coeffs, eta, resolution)
+        if os.path.exists(path):
+            try:
+                data, attrs = hdf5.read_fields(path, ("nu", "u_ref"))
+                if np.array_equal(attrs["coeffs"], np.asarray(coeffs, np.float64)) and attrs["eta"] == eta:
+                    return data["nu"], data["u_ref"]
+            except ValueError:
+                pass  # unreadable cache entry: solve again and overwrite it
+        nu = fields.kl_diffusivity(coeffs, resolution, eta)
+        u_ref, record = reference.solve(nu, rtol=self.rtol)
+        hdf5.write_fields(path, {"nu": nu, "u_ref": u_ref}, eta=eta, coeffs=np.asarray(coeffs, np.float64),
+                          xdmf=False, attrs={"iterations": record.iterations,
+                                             "relative_residual": record.relative_residual})
+        return nu, u_ref
+
+    def get_many(self, coeffs: np.ndarray, eta: float, resolution: int):
+        """(nu, u_ref) stacked over samples, [B, N, N, N] each."""
+        pairs = [self.get(c, eta, resolution) for c in np.asarray(coeffs)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

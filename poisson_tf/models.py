@@ -1,0 +1,217 @@
+"""Resolution-agnostic 3D convolutional encoder-decoder (U-Net) solvers nu -> u (Keras 3)."""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from poisson_tf import fem
+
+NORMALIZATIONS = ("none", "batch", "group", "instance", "layer")
+DOWNSAMPLING = ("conv", "pool")
+UPSAMPLING = ("transpose", "upsample")
+INPUT_FEATURES = ("log_nu", "nu")
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu", "tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the encoder-decoder (see build_model).
+
+    The network has `depth` stride-2 levels: level l has width min(base_filters * growth**l, max_filters)
+    (growth applies after the first level). N must be divisible by 2**depth.
+    """
+
+    depth: int = 3
+    base_filters: int = 16
+    growth: float = 2.0
+    max_filters: int = 128
+    kernel_size: int = 3
+    extra_convs: int = 1            # same-resolution conv blocks after every down and up step
+    downsampling: str = "conv"      # strided conv, or conv + average pooling
+    upsampling: str = "transpose"   # transposed conv, or nearest upsampling + conv
+    normalization: str = "instance"
+    encoder_activation: str = "leaky_relu"
+    decoder_activation: str = "relu"
+    dropout: float = 0.0
+    dropout_levels: int = 2         # dropout on this many deepest encoder levels
+    head_kernel_size: int = 3
+    input_features: str = "log_nu"
+    log_nu_scale: float = 2.0       # log(nu) of the KL family has a spread of about 2 (eta=0.5, w in [-3,3]^4)
+
+    def __post_init__(self):
+        def need(ok, what, value, valid):
+            if not ok:
+                raise ValueError(f"model {what} must be {valid}, got {value!r}")
+        need(isinstance(self.depth, int) and 1 <= self.depth <= 8, "depth", self.depth, "an integer in 1..8")
+        need(self.base_filters >= 1, "base_filters", self.base_filters, ">= 1")
+        need(self.growth >= 1, "growth", self.growth, ">= 1")
+        need(self.max_filters >= self.base_filters, "max_filters", self.max_filters, ">= base_filters")
+        need(self.kernel_size >= 1, "kernel_size", self.kernel_size, ">= 1")
+        need(self.extra_convs >= 0, "extra_convs", self.extra_convs, ">= 0")
+        need(self.downsampling in DOWNSAMPLING, "downsampling", self.downsampling, f"one of {DOWNSAMPLING}")
+        need(self.upsampling in UPSAMPLING, "upsampling", self.upsampling, f"one of {UPSAMPLING}")
+        need(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
+             f"one of {NORMALIZATIONS}")
+        for name in ("encoder_activation", "decoder_activation"):
+            need(getattr(self, name) in ACTIVATIONS, name, getattr(self, name), f"one of {ACTIVATIONS}")
+        need(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        need(self.input_features in INPUT_FEATURES, "input_features", self.input_features,
+             f"one of {INPUT_FEATURES}")
+        need(self.log_nu_scale > 0, "log_nu_scale", self.log_nu_scale, "> 0")
+
+    @property
+    def multiple(self) -> int:
+        """Every resolution N must be divisible by this (2**depth)."""
+        return 2 ** self.depth
+
+    def filters(self, level: int) -> int:
+        return int(min(self.base_filters * self.growth ** level, self.max_filters))
+
+
+PRESETS = {
+    # A few seconds a step at 64^3 on a laptop CPU; the default.
+    "small": ModelConfig(depth=3, base_filters=8, max_filters=64, kernel_size=3, extra_convs=1),
+    # For tests: as small as a U-Net gets.
+    "tiny": ModelConfig(depth=2, base_filters=4, max_filters=8, kernel_size=3, extra_convs=0),
+    # The published 64^3 architecture: five stride-2 4^3 downs (16-32-64-128-128, no bias, non-affine
+    # instance norm, LeakyReLU 0.2, dropout 0.5 on the two deepest), four 4^3 transposed-conv ups with skip
+    # concatenation, then UpSampling3D x2 and a 3^3 conv: 4,163,425 trainable parameters.
+    "reference": ModelConfig(depth=5, base_filters=16, growth=2, max_filters=128, kernel_size=4, extra_convs=0,
+                             normalization="instance", dropout=0.5, dropout_levels=2),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named ModelConfig; raises ValueError naming the valid presets."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid presets: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def valid_resolutions(depth: int, up_to: int = 512) -> list:
+    """Resolutions N <= up_to that a network of this depth accepts (multiples of 2**depth)."""
+    step = 2 ** depth
+    return list(range(step, up_to + 1, step))
+
+
+def check_resolution(resolution: int, depth: int) -> int:
+    """Raises ValueError unless resolution is a positive multiple of 2**depth."""
+    step = 2 ** depth
+    if isinstance(resolution, bool) or int(resolution) != resolution or resolution < step or resolution % step:
+        shown = ", ".join(map(str, valid_resolutions(depth, 8 * step)))
+        raise ValueError(f"resolution {resolution!r} cannot pass a depth-{depth} U-Net: N must be a multiple "
+                         f"of 2^{depth} = {step} ({shown}, ...)")
+    return int(resolution)
+
+
+@keras.saving.register_keras_serializable(package="poisson_tf")
+class DiffusivityFeatures(keras.layers.Layer):
+    """nu [B,N,N,N,1] -> network input; checks that N is a multiple of `multiple`.
+
+    "log_nu": (log nu - its per-sample mean) / scale. u is invariant to nu -> c nu, and so is this feature;
+    log nu spans about +-7 where nu spans 1e-3..1e3, so the scale brings it near unit size.
+    "nu": nu unchanged.
+    """
+
+    def __init__(self, mode: str = "log_nu", scale: float = 2.0, multiple: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.mode, self.scale, self.multiple = mode, float(scale), int(multiple)
+
+    def call(self, nu):
+        n = nu.shape[1]
+        if n is not None and n % self.multiple:
+            check_resolution(n, self.multiple.bit_length() - 1)
+        if self.mode == "nu":
+            return nu
+        log_nu = tf.math.log(nu)
+        return (log_nu - tf.reduce_mean(log_nu, axis=[1, 2, 3, 4], keepdims=True)) / self.scale
+
+    def get_config(self):
+        return dict(super().get_config(), mode=self.mode, scale=self.scale, multiple=self.multiple)
+
+
+@keras.saving.register_keras_serializable(package="poisson_tf")
+class DirichletPlanes(keras.layers.Layer):
+    """Sets u = 1 on x = 0 and u = 0 on x = 1 exactly (fem.apply_dirichlet), inside the model."""
+
+    def call(self, u):
+        return fem.apply_dirichlet(u)
+
+
+def _normalization(kind: str, channels: int):
+    if kind == "batch":
+        return keras.layers.BatchNormalization()
+    if kind == "instance":  # per sample and channel, non-affine
+        return keras.layers.GroupNormalization(groups=-1, center=False, scale=False)
+    if kind == "group":
+        return keras.layers.GroupNormalization(groups=next(g for g in (8, 4, 2, 1) if channels % g == 0))
+    if kind == "layer":  # over all voxels and channels of a sample, batch independent
+        return keras.layers.GroupNormalization(groups=1)
+    return None
+
+
+def _activation(kind: str):
+    return keras.layers.LeakyReLU(negative_slope=0.2) if kind == "leaky_relu" else keras.layers.Activation(kind)
+
+
+def _block(x, layer, cfg: ModelConfig, activation: str, dropout: float = 0.0):
+    """layer -> normalization -> activation -> dropout."""
+    x = layer(x)
+    norm = _normalization(cfg.normalization, x.shape[-1])
+    if norm is not None:
+        x = norm(x)
+    x = _activation(activation)(x)
+    return keras.layers.Dropout(dropout)(x) if dropout else x
+
+
+def _conv(cfg: ModelConfig, filters: int, strides: int = 1, transpose: bool = False):
+    kind = keras.layers.Conv3DTranspose if transpose else keras.layers.Conv3D
+    # A normalization right after the conv removes any bias, so it is left out.
+    return kind(filters, cfg.kernel_size, strides=strides, padding="same", use_bias=cfg.normalization == "none")
+
+
+def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") -> keras.Model:
+    """A fully convolutional U-Net nu -> u for every N divisible by 2**depth.
+
+    Encoder: `depth` stride-2 steps (strided conv, or conv + 2x average pooling), each followed by
+    `extra_convs` same-resolution conv blocks; decoder: `depth - 1` 2x steps (transposed conv, or upsampling +
+    conv) with concatenated skips, then 2x nearest upsampling and a conv to one channel; sigmoid (the maximum
+    principle keeps 0 <= u <= 1) and the exact Dirichlet planes.
+
+    Args:
+      cfg: a ModelConfig or a preset name ("small", "tiny", "reference").
+      name: Keras model name.
+
+    Returns:
+      keras.Model with input [B, None, None, None, 1] (nu) and output of the same shape (u).
+    """
+    cfg = preset(cfg) if isinstance(cfg, str) else cfg
+    nu = keras.Input(shape=(None, None, None, 1), name="nu")
+    x = DiffusivityFeatures(cfg.input_features, cfg.log_nu_scale, cfg.multiple, name="features")(nu)
+    skips = []
+    for level in range(cfg.depth):
+        filters = cfg.filters(level)
+        dropout = cfg.dropout if level >= cfg.depth - cfg.dropout_levels else 0.0
+        if cfg.downsampling == "conv":
+            x = _block(x, _conv(cfg, filters, strides=2), cfg, cfg.encoder_activation, dropout)
+        else:
+            x = _block(x, _conv(cfg, filters), cfg, cfg.encoder_activation, dropout)
+            x = keras.layers.AveragePooling3D(2)(x)
+        for _ in range(cfg.extra_convs):
+            x = _block(x, _conv(cfg, filters), cfg, cfg.encoder_activation)
+        skips.append(x)
+    for level in reversed(range(cfg.depth - 1)):
+        filters = cfg.filters(level)
+        if cfg.upsampling == "transpose":
+            x = _block(x, _conv(cfg, filters, strides=2, transpose=True), cfg, cfg.decoder_activation)
+        else:
+            x = _block(keras.layers.UpSampling3D(2)(x), _conv(cfg, filters), cfg, cfg.decoder_activation)
+        x = keras.layers.Concatenate()([x, skips[level]])
+        for _ in range(cfg.extra_convs):
+            x = _block(x, _conv(cfg, filters), cfg, cfg.decoder_activation)
+    x = keras.layers.UpSampling3D(2)(x)
+    x = keras.layers.Conv3D(1, cfg.head_kernel_size, padding="same", name="head")(x)
+    u = keras.layers.Activation("sigmoid", dtype="float32")(x)
+    return keras.Model(nu, DirichletPlanes(name="dirichlet")(u), name=name)

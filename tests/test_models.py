@@ -1,0 +1,74 @@
+"""The resolution-agnostic U-Net solvers."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from poisson_tf import fields, models
+
+
+def nu_batch(n, batch=1, seed=0):
+    return tf.constant(fields.kl_diffusivity(fields.sample_coeffs(batch, seed=seed), n)[..., None], tf.float32)
+
+
+@pytest.mark.parametrize("name, resolutions", [("tiny", (16, 32, 64)), ("small", (16, 32, 64)),
+                                               ("reference", (32, 64))])
+def test_one_set_of_weights_at_every_resolution(name, resolutions):
+    model = models.build_model(name)
+    for n in resolutions:
+        u = model(nu_batch(n), training=False).numpy()
+        assert u.shape == (1, n, n, n, 1)
+        assert np.all(u[:, 0] == 1.0) and np.all(u[:, -1] == 0.0)  # exact Dirichlet planes
+        assert np.all((u >= 0) & (u <= 1))
+
+
+def test_reference_preset_parameter_count():
+    model = models.build_model("reference")
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 4_163_425
+    assert not model.non_trainable_weights  # non-affine instance norm: no statistics, no parameters
+
+
+@pytest.mark.parametrize("option", [
+    dict(downsampling="pool"), dict(upsampling="upsample"), dict(normalization="batch"),
+    dict(normalization="group"), dict(normalization="layer"), dict(normalization="none"),
+    dict(encoder_activation="gelu", decoder_activation="silu"), dict(dropout=0.3),
+    dict(input_features="nu"), dict(growth=1.5, kernel_size=2),
+])
+def test_every_option_builds_and_keeps_shape(option):
+    cfg = dataclasses.replace(models.preset("tiny"), **option)
+    u = models.build_model(cfg)(nu_batch(8, batch=2), training=True)
+    assert u.shape == (2, 8, 8, 8, 1)
+
+
+def test_log_features_make_u_invariant_to_scaling_nu():
+    model = models.build_model("tiny")
+    nu = nu_batch(16)
+    np.testing.assert_allclose(model(nu).numpy(), model(7.5 * nu).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [12, 20, 33])
+def test_resolution_not_divisible_gets_a_clear_error(n):
+    model = models.build_model("small")
+    with pytest.raises(ValueError, match=rf"resolution {n} cannot pass a depth-3 U-Net: N must be a multiple"):
+        model(tf.ones([1, n, n, n, 1]))
+
+
+def test_bad_configuration_gets_a_clear_error():
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        models.ModelConfig(normalization="weight")
+    with pytest.raises(ValueError, match="unknown model preset 'huge'; valid presets"):
+        models.preset("huge")
+    assert models.valid_resolutions(3, 64) == [8, 16, 24, 32, 40, 48, 56, 64]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = models.build_model("tiny")
+    nu = nu_batch(16, seed=3)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(nu).numpy(), model(nu).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        loaded(tf.ones([1, 10, 10, 10, 1]))
