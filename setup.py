@@ -42,6 +42,7 @@ setup(
     entry_points={
         "console_scripts": [
             "poisson-tf-solve=poisson_tf.solve:run",
+            "poisson-tf-train=poisson_tf.train:run",
         ],
     },
 )

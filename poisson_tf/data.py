@@ -165,3 +165,34 @@ class ReferenceStore:
         """(nu, u_ref) stacked over samples, [B, N, N, N] each."""
         pairs = [self.get(c, eta, resolution) for c in np.asarray(coeffs)]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def multigrid_dataset(plan, coeffs: np.ndarray, global_batch_size: int, eta: float = fields.DEFAULT_ETA,
+                      seed: int = 0, rank: int = 0, size: int = 1, start_epoch: int = 0,
+                      cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES):
+    """The whole cycle as one pipeline: every step draws its batch from the level the plan gives its epoch.
+
+    One endless pipeline per level (build_dataset); a per-step choice sequence built from the plan selects
+    among them (tf.data choose_from_datasets), so the switch happens at the same step on every worker and a
+    resumed run continues each level's stream at the epoch it had reached.
+
+    Args:
+      plan: a multigrid.EpochPlan.
+      start_epoch: the first epoch to produce (0, or the epoch after a checkpoint).
+      cache_budget_bytes: shared by the levels, finest first.
+
+    Returns:
+      (dataset of [global_batch / size, N, N, N, 1] with N varying by epoch, steps_per_epoch).
+    """
+    before = plan.level_epochs_before(start_epoch)
+    datasets, steps = [], None
+    budget = cache_budget_bytes
+    for level, resolution in reversed(list(enumerate(plan.resolutions))):
+        ds, steps = build_dataset(coeffs, resolution, global_batch_size, eta, seed + level, rank, size,
+                                  start_epoch=before.get(level, 0), cache_budget_bytes=budget)
+        if budget >= len(coeffs) // size * resolution ** 3 * 4:
+            budget -= len(coeffs) // size * resolution ** 3 * 4
+        datasets.insert(0, ds)
+    choices = np.repeat(np.array(plan.epoch_levels()[start_epoch:], np.int64), steps)
+    choice = tf.data.Dataset.from_tensor_slices(choices)
+    return tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True), steps

@@ -6,6 +6,7 @@ so this module uses Horovod's core TensorFlow ops on the underlying tf.Variables
 from __future__ import annotations
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -38,7 +39,7 @@ def init(intra_op_threads: int | None = None, inter_op_threads: int | None = Non
 
     Args:
       intra_op_threads / inter_op_threads: TensorFlow CPU thread pools per process (None keeps TF's
-        default); on CPU nodes choose ranks x threads <= cores.
+        default, 0 means cores on this host / workers on this host); on CPU nodes ranks x threads <= cores.
 
     Raises:
       RuntimeError: when launched by an MPI/Horovod launcher but Horovod is not installed.
@@ -51,10 +52,14 @@ def init(intra_op_threads: int | None = None, inter_op_threads: int | None = Non
                                "run scripts/setup.sh (it builds Horovod 0.28.1 with MPI and Gloo)")
         hvd.init()  # Horovod: join the ring
         _state["horovod"] = True
-    if intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-    if inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    share = max(1, (os.cpu_count() or 1) // local_size())
+    try:
+        if intra_op_threads is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads or share)
+        if inter_op_threads is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads or min(2, share))
+    except RuntimeError:  # TensorFlow already ran an op in this process: its thread pools are fixed
+        warnings.warn("distributed.init() came after TensorFlow started; thread settings not applied")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:  # Horovod: one GPU per process, chosen by local rank
         for gpu in gpus:
@@ -224,8 +229,9 @@ class DataParallelTrainer(keras.Model):
             loss = self._mean_loss(batch, True)
         grads = allreduce_gradients(tape.gradient(loss, variables))  # Horovod: averaged gradients
         self.optimizer.apply(grads, variables)
-        self.loss_tracker.update_state(allreduce_mean(loss))  # Horovod: the global-batch loss
-        return {"loss": self.loss_tracker.result()}
+        loss = allreduce_mean(loss)  # Horovod: the global-batch loss
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result(), "batch_loss": loss}
 
     def test_step(self, batch):
         self.loss_tracker.update_state(allreduce_mean(self._mean_loss(batch, False)))

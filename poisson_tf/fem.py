@@ -1,24 +1,24 @@
 """Q1 finite-element energy of DESIGN.md section 4 in TensorFlow: the data-free training loss."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
 from poisson_tf import q1
 
 
-def _kernel(table: np.ndarray) -> tf.Tensor:
-    """[nodes, channels] table -> conv3d kernel [2, 2, 2, 1, channels] (node a = 4i + 2j + k)."""
-    return tf.constant(table.reshape(2, 2, 2, 1, -1), tf.float32)
+@functools.lru_cache(maxsize=None)
+def _kernel_table(kind: str) -> np.ndarray:
+    """conv3d kernel [2, 2, 2, 1, channels] (node a = 4i + 2j + k): Gauss-point values (8 channels) or
+    unit-element gradients (24 channels, d-major then point). numpy, so importing creates no TF state."""
+    table = q1.shape_values() if kind == "value" else np.concatenate(list(q1.shape_gradients()), axis=1)
+    return table.reshape(2, 2, 2, 1, -1).astype(np.float32)
 
 
-# Gauss-point values (8 channels) and unit-element gradients (24 channels: d-major, then point).
-_VALUE_KERNEL = _kernel(q1.shape_values())
-_GRADIENT_KERNEL = _kernel(np.concatenate(list(q1.shape_gradients()), axis=1))
-
-
-def _conv(field: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    return tf.nn.conv3d(field, kernel, strides=[1, 1, 1, 1, 1], padding="VALID")
+def _conv(field: tf.Tensor, kind: str) -> tf.Tensor:
+    return tf.nn.conv3d(field, tf.constant(_kernel_table(kind)), strides=[1, 1, 1, 1, 1], padding="VALID")
 
 
 def gauss_values(field: tf.Tensor) -> tf.Tensor:
@@ -30,14 +30,14 @@ def gauss_values(field: tf.Tensor) -> tf.Tensor:
     Returns:
       [B, N-1, N-1, N-1, 8].
     """
-    return _conv(field, _VALUE_KERNEL)
+    return _conv(field, "value")
 
 
 def gauss_gradients(field: tf.Tensor) -> tf.Tensor:
     """Physical gradient of the trilinear interpolant at the Gauss points, [B, N-1, N-1, N-1, 3, 8]."""
     n = tf.shape(field)[1]
     inv_h = tf.cast(n - 1, tf.float32)  # d/dx = (1/h) d/ds on the unit element
-    grads = _conv(field, _GRADIENT_KERNEL) * inv_h
+    grads = _conv(field, "gradient") * inv_h
     return tf.reshape(grads, tf.concat([tf.shape(grads)[:4], [3, q1.NUM_POINTS]], axis=0))
 
 
@@ -125,3 +125,19 @@ def linear_guess(resolution: int, batch_size: int = 1) -> tf.Tensor:
     """The trivial guess u = 1 - x (exact for constant nu), [B, N, N, N, 1] float32."""
     x = tf.linspace(1.0, 0.0, resolution)
     return tf.broadcast_to(tf.reshape(x, [1, -1, 1, 1, 1]), [batch_size, resolution, resolution, resolution, 1])
+
+
+def boundary_flux(u, nu) -> tf.Tensor:
+    """Flux through x = 0 as the reaction of the discrete operator: sum over the x = 0 nodes of (K u)_i.
+
+    dJ/du = K u (f = 0), so the reaction is one gradient. For the discrete solution it equals 2 J(u), the
+    effective diffusivity; for an approximate u it is the flux a user would measure at the inlet.
+
+    Returns:
+      float32 [B].
+    """
+    u = tf.cast(tf.convert_to_tensor(u), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(u)
+        j = tf.reduce_sum(energy(u, nu))
+    return tf.reduce_sum(tape.gradient(j, u)[:, 0], axis=[1, 2, 3])

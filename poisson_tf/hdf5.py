@@ -12,14 +12,18 @@ FIELD_NAMES = ("nu", "u", "u_ref")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
+def atomic_path(path: str, suffix: str = ".tmp") -> Iterator[str]:
     """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
 
     A crash mid-write leaves the previous file intact, never a truncated one.
+
+    Args:
+      path: the final file.
+      suffix: ending of the temporary name (e.g. ".keras" for writers that insist on an extension).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
     os.close(fd)
     try:
         yield tmp

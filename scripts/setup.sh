@@ -43,7 +43,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PY=$VENV/bin/python
-PIP="$PY -m pip --disable-pip-version-check -q"
+PIP_LOG=$VENV/pip.log
+pip_install() {  # quiet unless it fails; then the log says why
+  "$PY" -m pip --disable-pip-version-check -q install "$@" > "$PIP_LOG" 2>&1 \
+    || { tail -n 40 "$PIP_LOG" >&2; die "pip install $* failed (full log: $PIP_LOG)"; }
+}
 
 # 3. TensorFlow, the package and its tested dependencies (skipped when setup.py has not changed).
 stamp=$VENV/.poisson_tf_installed
@@ -52,8 +56,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing poisson_tf ($DEVICE) and its pinned dependencies into $VENV"
   extras=test
   [ "$DEVICE" = gpu ] && extras=test,gpu
-  $PIP install "packaging" "wheel" "cmake<4"  # Horovod's build needs; cmake 4 rejects gloo's CMakeLists
-  POISSON_TF_DEVICE=$DEVICE $PIP install -e "$ROOT[$extras]"
+  pip_install "packaging" "wheel" "cmake<4"  # Horovod's build needs; cmake 4 rejects gloo's CMakeLists
+  POISSON_TF_DEVICE=$DEVICE pip_install -e "$ROOT[$extras]"
   echo "$want" > "$stamp"
 fi
 
@@ -80,7 +84,8 @@ if [ -z "$wheel" ]; then
   # --no-build-isolation: the build must import the TensorFlow installed above.
   env HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 \
       HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS="-j$(nproc)" $gpu_flags PATH="$VENV/bin:$PATH" \
-      $PIP wheel --no-build-isolation --no-deps --no-cache-dir "horovod==$HOROVOD_VERSION" -w "$WHEELS.tmp" \
+      "$PY" -m pip --disable-pip-version-check wheel --no-build-isolation --no-deps --no-cache-dir \
+      "horovod==$HOROVOD_VERSION" -w "$WHEELS.tmp" \
       > "$CACHE/horovod-build.log" 2>&1 \
     || die "the Horovod build failed; its log is $CACHE/horovod-build.log"
   mv "$WHEELS.tmp"/horovod-*.whl "$WHEELS"/ && rm -rf "$WHEELS.tmp"
@@ -88,8 +93,8 @@ if [ -z "$wheel" ]; then
 fi
 if ! cmp -s "$wheel" "$VENV/.horovod_wheel" 2>/dev/null; then
   say "installing $(basename "$wheel")"
-  $PIP install --force-reinstall --no-deps "$wheel"
-  $PIP install cloudpickle psutil pyyaml cffi  # Horovod's runtime requirements
+  pip_install --force-reinstall --no-deps "$wheel"
+  pip_install cloudpickle psutil pyyaml cffi  # Horovod's runtime requirements
   cp "$wheel" "$VENV/.horovod_wheel"
 fi
 

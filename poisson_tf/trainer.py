@@ -1,0 +1,144 @@
+"""The multigrid training loop: energy loss, Horovod data parallelism, checkpoints, validation, TensorBoard."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, models, multigrid
+
+
+def energy_loss(network, nu, training):
+    """Per-sample FEM energy J of the network's prediction: the data-free loss (DESIGN.md s.4)."""
+    return fem.energy(network(nu, training=training), nu)
+
+
+class EnergyTrainer(distributed.DataParallelTrainer):
+    """DataParallelTrainer on the FEM energy that also reports the resolution of every batch."""
+
+    def __init__(self, network, **kwargs):
+        super().__init__(network, energy_loss, **kwargs)
+
+    def train_step(self, nu):
+        logs = super().train_step(nu)
+        logs["resolution"] = tf.shape(nu)[1]
+        return logs
+
+
+@keras.saving.register_keras_serializable(package="poisson_tf")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from base/warmup_steps to base over warmup_steps steps, then constant."""
+
+    def __init__(self, base: float, warmup_steps: int = 0):
+        self.base, self.warmup_steps = float(base), int(warmup_steps)
+
+    def __call__(self, step):
+        if self.warmup_steps <= 0:
+            return tf.constant(self.base, tf.float32)
+        ramp = tf.cast(step + 1, tf.float32) / float(self.warmup_steps)
+        return self.base * tf.minimum(1.0, ramp)
+
+    def get_config(self):
+        return {"base": self.base, "warmup_steps": self.warmup_steps}
+
+
+def reference_store(cfg: config.TrainConfig) -> data.ReferenceStore:
+    directory = cfg.run.reference_cache or os.path.join(
+        os.environ.get("POISSON_TF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "poisson_tf")),
+        "references")
+    return data.ReferenceStore(directory)
+
+
+def validate_config(cfg: config.TrainConfig) -> multigrid.EpochPlan:
+    """Checks everything that can be checked before training; returns the plan. Raises ValueError."""
+    plan = multigrid.EpochPlan.of(cfg.cycle.visits())
+    for n in plan.resolutions + list(cfg.run.val_resolutions):
+        models.check_resolution(n, cfg.model.depth)
+    distributed.split_batch(cfg.optim.global_batch_size)
+    if cfg.data.num_train < cfg.optim.global_batch_size:
+        raise ValueError(f"num_train ({cfg.data.num_train}) must hold at least one global batch "
+                         f"({cfg.optim.global_batch_size})")
+    return plan
+
+
+def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
+          extra_callbacks=()) -> dict:
+    """Runs (or resumes) the configured multigrid training; returns a summary (same on every worker).
+
+    Args:
+      cfg: the run configuration (saved to cfg.run.model_dir by the chief).
+      resume: continue from model_dir's checkpoint at the exact epoch and visit.
+      stop_after_epochs: stop once this many epochs of the plan are done (an interruption, for tests).
+      extra_callbacks: more Keras callbacks, run after the package's own.
+    """
+    distributed.init(intra_op_threads=cfg.run.threads, inter_op_threads=0 if cfg.run.threads == 0 else 1)
+    plan = validate_config(cfg)
+    if cfg.run.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(cfg.run.seed)
+    model_dir = cfg.run.model_dir
+    if distributed.is_chief():
+        os.makedirs(model_dir, exist_ok=True)
+        cfg.save(model_dir)
+    train_set, val_set = data.make_sample_sets(cfg.data.num_train, cfg.data.num_val, cfg.data.num_terms,
+                                               cfg.data.eta, cfg.data.sampling, cfg.data.seed)
+    if distributed.is_chief():
+        train_set.save(os.path.join(model_dir, "train_samples.h5"))
+        val_set.save(os.path.join(model_dir, "val_samples.h5"))
+
+    network = models.build_model(cfg.model)
+    lr = cfg.optim.learning_rate * (distributed.size() if cfg.optim.scale_lr_by_workers else 1)
+    trainer = EnergyTrainer(network)
+    trainer.compile(optimizer=keras.optimizers.Adam(WarmupSchedule(lr, cfg.optim.warmup_steps)))
+    checkpointer = checkpoint.Checkpointer(model_dir, cfg.fingerprint())
+    start_epoch = 0
+    if resume:
+        state = checkpointer.restore(network, trainer.optimizer)
+        start_epoch = state["epoch"] + 1
+    end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
+
+    validator = callbacks.Validator(network, val_set.coeffs, cfg.data.eta,
+                                    cfg.run.val_resolutions or plan.resolutions, reference_store(cfg))
+    cycle_cb = callbacks.MultigridCallback(plan)
+    validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
+    hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "levels": str(list(cfg.cycle.levels)),
+               "global_batch_size": cfg.optim.global_batch_size, "learning_rate": lr, "workers": distributed.size(),
+               "num_train": cfg.data.num_train, **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
+    cbs = [distributed.BroadcastCallback(), cycle_cb, validation_cb,
+           callbacks.TensorBoardLogger(os.path.join(model_dir, "logs"), plan, cfg.optim.global_batch_size,
+                                       hparams, validator),
+           callbacks.CheckpointCallback(checkpointer, network, plan), *extra_callbacks]
+    summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size()}
+    if start_epoch < end_epoch:
+        dataset, steps = data.multigrid_dataset(
+            plan, train_set.coeffs, cfg.optim.global_batch_size, cfg.data.eta, cfg.run.seed, distributed.rank(),
+            distributed.size(), start_epoch, cfg.data.cache_budget_mb * 1024 ** 2)
+        history = trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False,
+                              verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)
+        summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
+    summary["trained_resolutions"] = [r for _, r in cycle_cb.recorded]
+    summary["validation"] = validation_cb.history[-1][1] if validation_cb.history else {}
+    if distributed.is_chief() and end_epoch == plan.num_epochs:
+        from poisson_tf.hdf5 import atomic_path
+
+        with atomic_path(os.path.join(model_dir, "model.keras"), suffix=".keras") as tmp:
+            network.save(tmp)
+        with atomic_path(os.path.join(model_dir, "train_summary.json")) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(summary, f, indent=2)
+    return summary
+
+
+def final_rel_l2(summary: dict) -> dict:
+    """{resolution: validation rel_l2} from a train() summary."""
+    out = {}
+    for key, value in summary.get("validation", {}).items():
+        if key.endswith("/rel_l2"):
+            out[int(key.split("/")[1][3:])] = value
+    return out
+
+

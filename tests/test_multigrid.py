@@ -1,0 +1,57 @@
+"""Cycle schedules: golden sequences for 2, 3 and 4 levels, specs, and the per-epoch plan."""
+import sys
+
+import pytest
+
+from poisson_tf import multigrid
+
+GOLDEN = {
+    ("half_v", 2): [0, 1], ("half_v", 3): [0, 1, 2], ("half_v", 4): [0, 1, 2, 3],
+    ("v", 2): [1, 0, 1], ("v", 3): [2, 1, 0, 1, 2], ("v", 4): [3, 2, 1, 0, 1, 2, 3],
+    ("w", 2): [1, 0, 1], ("w", 3): [2, 1, 0, 1, 0, 1, 2],
+    ("w", 4): [3, 2, 1, 0, 1, 0, 1, 2, 1, 0, 1, 0, 1, 2, 3],
+    ("f", 2): [1, 0, 1], ("f", 3): [2, 1, 0, 1, 0, 1, 2],
+    ("f", 4): [3, 2, 1, 0, 1, 0, 1, 2, 1, 0, 1, 2, 3],
+    ("single", 2): [1], ("single", 3): [2], ("single", 4): [3],
+}
+
+
+@pytest.mark.parametrize("cycle, levels", sorted(GOLDEN))
+def test_golden_cycles(cycle, levels):
+    assert multigrid.cycle_levels(cycle, levels) == GOLDEN[(cycle, levels)]
+
+
+def test_schedule_uses_resolutions_epochs_and_merges_across_cycles():
+    visits = multigrid.schedule("v", [16, 32, 64], epochs_per_visit=[3, 2, 1], num_cycles=2)
+    assert [(v.resolution, v.epochs) for v in visits] == [
+        (64, 1), (32, 2), (16, 3), (32, 2), (64, 1), (32, 2), (16, 3), (32, 2), (64, 1)]
+    plan = multigrid.EpochPlan.of(visits)
+    assert plan.num_epochs == 17 and plan.resolutions == [16, 32, 64]
+    assert plan.epoch_resolutions()[:6] == [64, 32, 32, 16, 16, 16]
+    assert [plan.is_visit_end(e) for e in range(4)] == [True, False, True, False]
+    assert plan.level_epochs_before(6) == {2: 1, 1: 2, 0: 3}
+
+
+def test_spec_string():
+    visits = multigrid.build_schedule("16:4,32:2,64:1,32:1", [8])
+    assert [(v.level, v.resolution, v.epochs) for v in visits] == [(0, 16, 4), (1, 32, 2), (2, 64, 1), (1, 32, 1)]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: multigrid.schedule("x", [16, 32]), "unknown cycle 'x'; valid cycles"),
+    (lambda: multigrid.schedule("v", [32, 16]), "strictly increasing"),
+    (lambda: multigrid.schedule("v", [16, 16]), "strictly increasing"),
+    (lambda: multigrid.schedule("v", [16, 32], epochs_per_visit=[1]), "one per level"),
+    (lambda: multigrid.schedule("v", [16, 32], epochs_per_visit=0), "epochs per visit"),
+    (lambda: multigrid.parse_spec("16-4,32"), "cycle spec must look like"),
+    (lambda: multigrid.parse_spec("16:0"), "must be >= 1"),
+])
+def test_bad_schedules_get_clear_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_schedules_import_no_tensorflow():
+    import subprocess
+    code = "import sys, poisson_tf.multigrid; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,137 @@
+"""The multigrid trainer single-process: schedule execution, artifacts, resume, clear errors."""
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from poisson_tf import checkpoint, config, models, multigrid, trainer
+from train_helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def ref_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("references")
+
+
+def read_events(log_dir):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_trained_resolutions_follow_the_schedule_and_artifacts_are_written(tmp_path, ref_cache):
+    cfg = tiny_config(tmp_path / "run", ref_cache, cycle__cycle="w", cycle__levels=(8, 16, 32),
+                      cycle__epochs_per_visit=(2, 1, 1))
+    summary = trainer.train(cfg)
+    plan = multigrid.EpochPlan.of(cfg.cycle.visits())
+    assert summary["trained_resolutions"] == plan.epoch_resolutions() == [32, 16, 8, 8, 16, 8, 8, 16, 32]
+    assert summary["history"]["level"] == [2, 1, 0, 0, 1, 0, 0, 1, 2]
+    for n in (8, 16, 32):
+        assert 0 < summary["validation"][f"eval/res{n}/rel_l2"] < 1
+    run = tmp_path / "run"
+    assert config.TrainConfig.load(str(run)) == cfg
+    for name in ("checkpoint.h5", "model.keras", "train_samples.h5", "val_samples.h5", "train_summary.json"):
+        assert (run / name).exists(), name
+    with h5py.File(run / "checkpoint.h5") as f:
+        assert json.loads(f.attrs["state"])["epoch"] == plan.num_epochs - 1
+
+    acc = read_events(run / "logs")
+    tags = set(acc.Tags()["tensors"])
+    expected = {"_hparams_/session_start_info", "train/energy", "train/resolution", "train/level",
+                "train/learning_rate", "train/voxels_per_second"}
+    for n in (8, 16, 32):
+        expected |= {f"eval/res{n}/{m}" for m in ("rel_l2", "max_abs", "energy_gap", "flux_error",
+                                                   "nu", "u", "u_ref", "abs_error")}
+    assert expected <= tags, expected - tags
+    per_step = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("train/resolution")]
+    steps_per_epoch = 4  # 8 samples, global batch 2
+    assert per_step == [float(r) for r in plan.epoch_resolutions() for _ in range(steps_per_epoch)]
+    assert [e.step for e in acc.Tensors("train/energy")] == list(range(1, len(per_step) + 1))
+
+
+def checkpoint_weights(run_dir):
+    with h5py.File(os.path.join(run_dir, checkpoint.CHECKPOINT_FILE)) as f:
+        return [f["network"][k][()] for k in sorted(f["network"])]
+
+
+def test_interrupted_then_resumed_run_reaches_the_same_weights(tmp_path, ref_cache):
+    settings = dict(run__deterministic=True, cycle__epochs_per_visit=(2,))  # V(16, 8, 16): 6 epochs
+    trainer.train(tiny_config(tmp_path / "full", ref_cache, **settings))
+    part = tiny_config(tmp_path / "part", ref_cache, **settings)
+    first = trainer.train(part, stop_after_epochs=3)
+    assert first["end_epoch"] == 3 and not (tmp_path / "part" / "model.keras").exists()
+    interrupted = checkpoint_weights(tmp_path / "part")
+    resumed = trainer.train(part, resume=True)
+    assert resumed["start_epoch"] == 3 and resumed["trained_resolutions"] == [8, 16, 16]
+    full, final = checkpoint_weights(tmp_path / "full"), checkpoint_weights(tmp_path / "part")
+    assert any(not np.array_equal(a, b) for a, b in zip(interrupted, final))  # the resumed epochs trained
+    for a, b in zip(full, final):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    a = keras.saving.load_model(str(tmp_path / "full" / "model.keras")).get_weights()
+    b = keras.saving.load_model(str(tmp_path / "part" / "model.keras")).get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-6)
+
+
+def test_checkpoint_from_an_incompatible_config_is_refused(tmp_path, ref_cache):
+    trainer.train(tiny_config(tmp_path / "run", ref_cache), stop_after_epochs=1)
+    other = tiny_config(tmp_path / "run", ref_cache, optim__global_batch_size=4)
+    with pytest.raises(ValueError, match=r"incompatible configuration \(differs in \['global_batch_size'\]"):
+        trainer.train(other, resume=True)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        trainer.train(tiny_config(tmp_path / "empty", ref_cache), resume=True)
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, ref_cache):
+    cfg = tiny_config(tmp_path / "run", ref_cache)
+    trainer.train(cfg, stop_after_epochs=1)
+    path = tmp_path / "run" / checkpoint.CHECKPOINT_FILE
+    before = path.read_bytes()
+
+    class FailingVariable:
+        path = "broken/kernel"
+
+        def numpy(self):
+            raise OSError("disk full")
+
+    network = models.build_model("tiny")
+    broken = types.SimpleNamespace(variables=list(network.variables) + [FailingVariable()])
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(network.trainable_variables)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.Checkpointer(str(tmp_path / "run"), cfg.fingerprint()).save(broken, optimizer, {"epoch": 9})
+    assert path.read_bytes() == before
+    assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
+
+
+CLI = [sys.executable, "-m", "poisson_tf.train", "--preset=tiny", "--num_train=4", "--num_val=1", "--verbose=0"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cycle=zigzag"], "unknown cycle 'zigzag'"),
+    (["--levels=32,16"], "strictly increasing"),
+    (["--levels=16,30"], "resolution 30 cannot pass a depth-2 U-Net"),
+    (["--global_batch_size=0"], "global_batch_size must be >= 1"),
+    (["--global_batch_size=8"], r"num_train \(4\) must hold at least one global batch"),
+    (["--levels=16,x"], "--levels must be a comma-separated list of integers"),
+    (["--normalization=weight"], "normalization must be one of"),
+    (["--preset=huge"], "unknown model preset 'huge'"),
+    (["--resume"], "holds no config.json"),
+])
+def test_bad_flags_fail_before_training(tmp_path, args, message):
+    result = subprocess.run(CLI + [f"--model_dir={tmp_path / 'run'}"] + args, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoint.h5").exists()

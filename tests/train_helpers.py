@@ -1,0 +1,19 @@
+"""Tiny training configurations shared by the single-process and parallel training tests."""
+import dataclasses
+
+from poisson_tf import config, models
+
+
+def tiny_config(model_dir, reference_cache, **overrides) -> config.TrainConfig:
+    """2 levels (8, 16), the tiny preset, a handful of steps."""
+    sections = {
+        "data": config.DataConfig(num_train=8, num_val=2),
+        "cycle": config.CycleConfig(levels=(8, 16), cycle="v", epochs_per_visit=(1,)),
+        "optim": config.OptimConfig(global_batch_size=2, learning_rate=1e-3),
+        "run": config.RunConfig(model_dir=str(model_dir), reference_cache=str(reference_cache), verbose=0,
+                                threads=1),
+    }
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        sections[section] = dataclasses.replace(sections[section], **{name: value})
+    return config.TrainConfig(preset="tiny", model=models.preset("tiny"), **sections)
