@@ -43,6 +43,8 @@ setup(
         "console_scripts": [
             "poisson-tf-solve=poisson_tf.solve:run",
             "poisson-tf-train=poisson_tf.train:run",
+            "poisson-tf-evaluate=poisson_tf.evaluate:run",
+            "poisson-tf-predict=poisson_tf.predict:run",
         ],
     },
 )

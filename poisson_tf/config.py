@@ -34,7 +34,8 @@ class DataConfig:
 class CycleConfig:
     levels: tuple = (16, 32, 64)
     cycle: str = "half_v"           # a name from multigrid.CYCLES or a spec like '16:4,32:2,64:1'
-    epochs_per_visit: tuple = (1,)  # one value for all levels, or one per level
+    # One value for all levels, or one per level. The demo default: most steps on the cheap coarse grids.
+    epochs_per_visit: tuple = (60, 30, 40)
     num_cycles: int = 1
 
     def visits(self) -> list:
@@ -45,7 +46,7 @@ class CycleConfig:
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     global_batch_size: int = 4
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     scale_lr_by_workers: bool = False
     warmup_steps: int = 0
 

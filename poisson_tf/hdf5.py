@@ -170,3 +170,22 @@ def read_fields(path: str, names=("nu",)) -> tuple:
     for name, array in out.items():
         _field_shape(name, array)
     return out, attrs
+
+
+def read_diffusivity(path: str):
+    """nu from an HDF5 field file, checked finite and positive, with its KL provenance when recorded.
+
+    Returns:
+      (nu [N,N,N] or [B,N,N,N], coeffs or None, eta or None).
+
+    Raises:
+      ValueError: unreadable file, no `nu` dataset, bad shape, non-finite or non-positive values.
+    """
+    from poisson_tf.fields import check_diffusivity
+
+    data, attrs = read_fields(path, ("nu",))
+    nu = check_diffusivity(data["nu"], f"nu in {path}")
+    coeffs = attrs.get("coeffs")
+    eta = attrs.get("eta")
+    return nu, (coeffs if coeffs is not None and len(coeffs) else None), \
+        (float(eta) if eta is not None and np.isfinite(eta) else None)

@@ -96,3 +96,12 @@ def test_energy_works_inside_tf_function_with_unknown_resolution():
 def test_bad_input_gets_a_clear_error(u_shape, nu_shape, nu_value, message):
     with pytest.raises(ValueError, match=message):
         fem.energy(tf.zeros(u_shape), tf.fill(nu_shape, nu_value))
+
+
+def test_reaction_flux_of_the_solution_is_twice_its_energy():
+    nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=9)[0], 9)
+    u, _ = reference.solve(nu)
+    flux = fem.boundary_flux(batch(u), batch(nu)).numpy()[0]
+    assert flux == pytest.approx(2 * reference.energy(u, nu), rel=1e-5)
+    ku = reference.stiffness(nu) @ u.ravel()
+    assert flux == pytest.approx(ku.reshape(u.shape)[0].sum(), rel=1e-5)

@@ -114,7 +114,8 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, ref_
     assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
 
 
-CLI = [sys.executable, "-m", "poisson_tf.train", "--preset=tiny", "--num_train=4", "--num_val=1", "--verbose=0"]
+CLI = [sys.executable, "-m", "poisson_tf.train", "--preset=tiny", "--num_train=4", "--num_val=1", "--verbose=0",
+       "--epochs_per_visit=1"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,0 +1,144 @@
+"""Evaluation, prediction, neural warm start and export of a trained solver."""
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from poisson_tf import data, fields, hdf5, inference, metrics, reference, trainer
+from train_helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    trainer.train(tiny_config(root / "run", root / "refs", cycle__cycle="half_v"))
+    return str(root / "run")
+
+
+@pytest.fixture(scope="module")
+def store(model_dir):
+    return data.ReferenceStore(os.path.join(os.path.dirname(model_dir), "refs"))
+
+
+def test_exact_solution_as_prediction_scores_zero():
+    nu = fields.kl_diffusivity(fields.sample_coeffs(2, seed=1), 9)
+    u_ref = np.stack([reference.solve(x)[0] for x in nu])
+    for m in metrics.field_metrics(u_ref, u_ref, nu):
+        assert m == {"rel_l2": 0.0, "max_abs": 0.0, "energy_gap": 0.0, "flux_error": 0.0}
+
+
+def test_perturbed_prediction_gives_the_expected_metrics():
+    nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=2)[0], 9)
+    u_ref, _ = reference.solve(nu)
+    d = np.zeros_like(u_ref)
+    x = np.linspace(0, 1, 9)
+    d[1:-1] = 0.05 * np.sin(np.pi * x[1:-1])[:, None, None]  # zero on the Dirichlet planes
+    m = metrics.field_metrics((u_ref + d)[None], u_ref[None], nu[None])[0]
+    assert m["rel_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(u_ref), rel=1e-6)
+    assert m["max_abs"] == pytest.approx(0.05 * np.sin(np.pi * x[4]), rel=1e-6)
+    k = reference.stiffness(nu)
+    # u_ref minimizes J over the free nodes, so J(u_ref + d) - J(u_ref) = 1/2 d^T K d exactly.
+    assert m["energy_gap"] == pytest.approx(0.5 * d.ravel() @ (k @ d.ravel()) / reference.energy(u_ref, nu), rel=1e-3)
+    flux = (k @ (u_ref + d).ravel()).reshape(d.shape)[0].sum()
+    assert m["flux_error"] == pytest.approx(abs(flux / (2 * reference.energy(u_ref, nu)) - 1), rel=1e-3)
+
+
+def test_evaluate_reports_model_next_to_baseline(store):
+    coeffs = fields.sample_coeffs(3, seed=3)
+    oracle = lambda nu: np.stack([reference.solve(x)[0] for x in nu])  # noqa: E731
+    report = inference.evaluate(oracle, coeffs, 0.5, [8, 16], store, batch_size=2, trained_resolutions=[8])
+    for n, r in report["resolutions"].items():
+        assert r["num_samples"] == 3 and [s["sample"] for s in r["per_sample"]] == [0, 1, 2]
+        assert r["model"]["rel_l2"] < 1e-9 and abs(r["model"]["energy_gap"]) < 1e-5
+        assert 0.05 < r["baseline"]["rel_l2"] < 0.5 and r["baseline"]["energy_gap"] > 0
+        assert r["zero_shot"] == (n == 16)
+    assert "8" in inference.format_table(report) and "zero-shot" in inference.format_table(report)
+
+
+def test_predict_has_exact_planes_and_rejects_bad_input(model_dir):
+    model = inference.load_solver(model_dir)
+    nu = fields.kl_diffusivity(fields.sample_coeffs(3, seed=4), 16)
+    u = inference.predict(model, nu, batch_size=2)
+    assert u.shape == (3, 16, 16, 16) and np.all(u[:, 0] == 1) and np.all(u[:, -1] == 0)
+    bad = nu.copy()
+    bad[0, 3, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="finite and positive"):
+        inference.predict(model, bad)
+    with pytest.raises(ValueError, match="resolution 18 cannot pass a depth-2 U-Net"):
+        inference.predict(model, np.ones((18, 18, 18)))
+    with pytest.raises(ValueError, match="holds no trained model"):
+        inference.load_solver(os.path.dirname(model_dir))
+
+
+def test_keras_and_savedmodel_exports_give_the_same_predictions(model_dir, tmp_path):
+    model = inference.load_solver(model_dir)
+    nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(2, seed=5), 16)[..., None], tf.float32)
+    expected = model(nu).numpy()
+    model.save(str(tmp_path / "copy.keras"))
+    np.testing.assert_allclose(keras.saving.load_model(str(tmp_path / "copy.keras"))(nu).numpy(), expected, atol=1e-6)
+    served = tf.saved_model.load(inference.export_savedmodel(model, str(tmp_path / "saved")))
+    np.testing.assert_allclose(served.serve(nu).numpy(), expected, atol=1e-6)
+
+
+def run_cli(module, *args):
+    return subprocess.run([sys.executable, "-m", f"poisson_tf.{module}", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_predict_cli_writes_fields_and_xdmf(model_dir, tmp_path):
+    out = str(tmp_path / "pred.h5")
+    result = run_cli("predict", f"--model_dir={model_dir}", "--coeffs=1,0,-1,2", "--coeffs=0,1,0,0",
+                     "--resolution=16", f"--output={out}", "--batch_size=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    fields_, attrs = hdf5.read_fields(out, ("nu", "u"))
+    assert fields_["u"].shape == (2, 16, 16, 16)
+    assert np.all(fields_["u"][:, 0] == 1) and np.all(fields_["u"][:, -1] == 0)
+    assert attrs["resolution"] == 16 and attrs["eta"] == 0.5 and attrs["coeffs"].shape == (2, 4)
+    refs = {d.text.strip() for d in ET.parse(hdf5.xdmf_path(out)).getroot().iter("DataItem")
+            if d.get("Format") == "HDF"}
+    assert refs == {"pred.h5:/nu", "pred.h5:/u"}
+    bad = str(tmp_path / "bad.h5")
+    nu = np.ones((16, 16, 16))
+    nu[0, 0, 0] = 0.0
+    hdf5.write_fields(bad, {"nu": nu}, xdmf=False)
+    result = run_cli("predict", f"--model_dir={model_dir}", f"--input={bad}", f"--output={tmp_path / 'x.h5'}")
+    assert result.returncode != 0 and "finite and positive" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("predict", f"--model_dir={tmp_path}", "--coeffs=1,0,0,0", f"--output={tmp_path / 'x.h5'}")
+    assert result.returncode != 0 and "no trained model" in result.stderr
+
+
+def test_evaluate_cli_writes_report_figure_and_table(model_dir, tmp_path):
+    report_path = str(tmp_path / "eval" / "report.json")
+    result = run_cli("evaluate", f"--model_dir={model_dir}", f"--report={report_path}", "--batch_size=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(report_path) as f:
+        report = json.load(f)
+    assert sorted(report["resolutions"], key=int) == ["8", "16", "32"]  # trained levels + zero-shot 2x finest
+    assert report["resolutions"]["32"]["zero_shot"] and not report["resolutions"]["16"]["zero_shot"]
+    for r in report["resolutions"].values():
+        assert set(r["model"]) == set(r["baseline"]) == set(metrics.METRIC_NAMES)
+        assert r["num_samples"] == 2 and r["inference_seconds_per_field"] > 0
+    assert os.path.getsize(str(tmp_path / "eval" / "report.png")) > 10_000
+    assert "rel_l2" in result.stdout and "zero-shot" in result.stdout
+    result = run_cli("evaluate", f"--model_dir={model_dir}", "--resolutions=10", f"--report={report_path}")
+    assert result.returncode != 0 and "resolution 10 cannot pass" in result.stderr
+
+
+def test_warm_start_reaches_the_same_tolerance(model_dir, tmp_path):
+    out = str(tmp_path / "warm.h5")
+    result = run_cli("solve", "--coeffs=1,-1,0.5,2", "--resolution=16", f"--warm_start={model_dir}",
+                     f"--output={out}", "--rtol=1e-10")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["cold"]["relative_residual"] <= 1e-10 and record["warm"]["relative_residual"] <= 1e-10
+    assert record["iterations_saved"] == record["cold"]["iterations"] - record["warm"]["iterations"]
+    assert record["warm"]["initial_relative_residual"] < 1.0 == record["cold"]["initial_relative_residual"]
+    assert "zero guess:" in result.stdout and "network guess:" in result.stdout
+    cold_u, _ = reference.solve(fields.kl_diffusivity([1, -1, 0.5, 2], 16))
+    np.testing.assert_allclose(hdf5.read_fields(out, ("u",))[0]["u"], cold_u, atol=1e-6)
