@@ -9,6 +9,7 @@ from poisson_tf import fields, hdf5, multigrid
 from poisson_tf.models import ModelConfig
 
 CONFIG_FILE = "config.json"
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class OptimConfig:
     learning_rate: float = 2e-3
     scale_lr_by_workers: bool = False
     warmup_steps: int = 0
+    precision: str = "float32"      # float32, bfloat16 (CPU or GPU) or float16 (GPU, with loss scaling)
 
     def __post_init__(self):
         if self.global_batch_size < 1:
@@ -57,6 +59,8 @@ class OptimConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +103,7 @@ class TrainConfig:
         """What a checkpoint must share with the run that resumes it."""
         d = self.to_dict()
         return {"model": d["model"], "data": d["data"], "cycle": d["cycle"],
-                "global_batch_size": d["optim"]["global_batch_size"]}
+                "global_batch_size": d["optim"]["global_batch_size"], "precision": d["optim"]["precision"]}
 
     def save(self, model_dir: str) -> str:
         path = os.path.join(model_dir, CONFIG_FILE)

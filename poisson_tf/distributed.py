@@ -227,7 +227,10 @@ class DataParallelTrainer(keras.Model):
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             loss = self._mean_loss(batch, True)
-        grads = allreduce_gradients(tape.gradient(loss, variables))  # Horovod: averaged gradients
+            scaled = self.optimizer.scale_loss(loss)  # float16: LossScaleOptimizer scales; identity otherwise
+        # Horovod: averaged (still scaled) gradients; the optimizer's apply unscales and skips non-finite steps,
+        # the same decision on every worker since all hold the same averaged gradients.
+        grads = allreduce_gradients(tape.gradient(scaled, variables))
         self.optimizer.apply(grads, variables)
         loss = allreduce_mean(loss)  # Horovod: the global-batch loss
         self.loss_tracker.update_state(loss)

@@ -208,7 +208,9 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
     """
     cfg = preset(cfg) if isinstance(cfg, str) else cfg
     nu = keras.Input(shape=(None, None, None, 1), name="nu")
-    x = DiffusivityFeatures(cfg.input_features, cfg.log_nu_scale, cfg.multiple, name="features")(nu)
+    # Features, prior, sigmoid and the Dirichlet planes stay float32 under a mixed-precision policy: only the
+    # convolutions run in bfloat16/float16, and u keeps 24-bit resolution.
+    x = DiffusivityFeatures(cfg.input_features, cfg.log_nu_scale, cfg.multiple, name="features", dtype="float32")(nu)
     skips = []
     for level in range(cfg.depth):
         filters = cfg.filters(level)
@@ -233,6 +235,6 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
     x = keras.layers.UpSampling3D(2)(x)
     x = keras.layers.Conv3D(1, cfg.head_kernel_size, padding="same", name="head")(x)
     if cfg.output_prior == "linear":
-        x = LinearPrior(name="linear_prior")(x)
+        x = LinearPrior(name="linear_prior", dtype="float32")(x)
     u = keras.layers.Activation("sigmoid", dtype="float32")(x)
-    return keras.Model(nu, DirichletPlanes(name="dirichlet")(u), name=name)
+    return keras.Model(nu, DirichletPlanes(name="dirichlet", dtype="float32")(u), name=name)

@@ -43,6 +43,8 @@ flags.DEFINE_integer("global_batch_size", _D.optim.global_batch_size, "Samples p
 flags.DEFINE_float("learning_rate", _D.optim.learning_rate, "Adam learning rate.")
 flags.DEFINE_bool("scale_lr_by_workers", _D.optim.scale_lr_by_workers, "Multiply the learning rate by the number of workers.")
 flags.DEFINE_integer("warmup_steps", _D.optim.warmup_steps, "Linear learning-rate warmup steps.")
+flags.DEFINE_enum("precision", _D.optim.precision, ["float32", "bfloat16", "float16"],
+                  "Compute precision of the convolutions (the energy is always accumulated in float32).")
 flags.DEFINE_integer("num_train", _D.data.num_train, "Training samples (KL coefficient vectors).")
 flags.DEFINE_integer("num_val", _D.data.num_val, "Validation samples (disjoint from training).")
 flags.DEFINE_integer("num_terms", _D.data.num_terms, "KL terms m.")
@@ -82,7 +84,8 @@ def config_from_flags() -> config.TrainConfig:
         "optim": dict(global_batch_size=pick("global_batch_size", FLAGS.global_batch_size),
                       learning_rate=pick("learning_rate", FLAGS.learning_rate),
                       scale_lr_by_workers=pick("scale_lr_by_workers", FLAGS.scale_lr_by_workers),
-                      warmup_steps=pick("warmup_steps", FLAGS.warmup_steps)),
+                      warmup_steps=pick("warmup_steps", FLAGS.warmup_steps),
+                      precision=pick("precision", FLAGS.precision)),
         "run": dict(model_dir=FLAGS.model_dir, seed=pick("seed", FLAGS.seed),
                     validate_every=pick("validate_every", FLAGS.validate_every),
                     val_resolutions=pick("val_resolutions", _ints("val_resolutions", FLAGS.val_resolutions)),

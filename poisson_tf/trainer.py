@@ -67,6 +67,15 @@ def validate_config(cfg: config.TrainConfig) -> multigrid.EpochPlan:
 
 def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
           extra_callbacks=()) -> dict:
+    """Runs (or resumes) the configured multigrid training; see _train. Restores Keras' global dtype policy."""
+    previous = keras.mixed_precision.dtype_policy()
+    try:
+        return _train(cfg, resume, stop_after_epochs, extra_callbacks)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None, extra_callbacks) -> dict:
     """Runs (or resumes) the configured multigrid training; returns a summary (same on every worker).
 
     Args:
@@ -90,10 +99,14 @@ def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int 
         train_set.save(os.path.join(model_dir, "train_samples.h5"))
         val_set.save(os.path.join(model_dir, "val_samples.h5"))
 
+    keras.mixed_precision.set_dtype_policy(config.PRECISIONS[cfg.optim.precision])  # process-wide, set every run
     network = models.build_model(cfg.model)
     lr = cfg.optim.learning_rate * (distributed.size() if cfg.optim.scale_lr_by_workers else 1)
     trainer = EnergyTrainer(network)
-    trainer.compile(optimizer=keras.optimizers.Adam(WarmupSchedule(lr, cfg.optim.warmup_steps)))
+    optimizer = keras.optimizers.Adam(WarmupSchedule(lr, cfg.optim.warmup_steps))
+    if cfg.optim.precision == "float16":  # float16 gradients underflow without dynamic loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    trainer.compile(optimizer=optimizer)
     checkpointer = checkpoint.Checkpointer(model_dir, cfg.fingerprint())
     start_epoch = 0
     if resume:
@@ -105,7 +118,7 @@ def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int 
                                     cfg.run.val_resolutions or plan.resolutions, reference_store(cfg))
     cycle_cb = callbacks.MultigridCallback(plan)
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
-    hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "levels": str(list(cfg.cycle.levels)),
+    hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision, "levels": str(list(cfg.cycle.levels)),
                "global_batch_size": cfg.optim.global_batch_size, "learning_rate": lr, "workers": distributed.size(),
                "num_train": cfg.data.num_train, **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
     cbs = [distributed.BroadcastCallback(), cycle_cb, validation_cb,

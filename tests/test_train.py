@@ -136,3 +136,23 @@ def test_bad_flags_fail_before_training(tmp_path, args, message):
     assert re.search(message, result.stderr), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoint.h5").exists()
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_output_and_energy(tmp_path, ref_cache, precision):
+    reference_run = trainer.train(tiny_config(tmp_path / "f32", ref_cache))
+    run = trainer.train(tiny_config(tmp_path / precision, ref_cache, optim__precision=precision))
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+    model = keras.saving.load_model(str(tmp_path / precision / "model.keras"))
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv3D)]
+    assert convs and all(layer.compute_dtype == precision and layer.variable_dtype == "float32" for layer in convs)
+    u = model(tf.ones([1, 8, 8, 8, 1]))
+    assert u.dtype == tf.float32
+    losses, reference_losses = run["history"]["loss"], reference_run["history"]["loss"]
+    assert np.all(np.isfinite(losses))
+    if precision == "bfloat16":  # same steps, only rounding differs
+        np.testing.assert_allclose(losses, reference_losses, rtol=0.02)
+    else:  # dynamic loss scaling skips the first steps while it finds its scale
+        with h5py.File(tmp_path / precision / "checkpoint.h5") as f:
+            paths = [f["optimizer"][k].attrs["path"] for k in f["optimizer"]]
+        assert any("loss_scale" in p or "dynamic_scale" in p for p in paths), paths

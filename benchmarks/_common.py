@@ -1,0 +1,64 @@
+"""Shared by the benchmark scripts: machine and version record, JSON-lines output, peak memory of a child."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine() -> dict:
+    """Where and with what a number was measured."""
+    info = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_gib"] = round(int(f.readline().split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    for module in ("numpy", "scipy", "pyamg", "tensorflow", "keras", "horovod"):
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - a missing package is recorded as such
+            info[module] = None
+    return info
+
+
+def write(name: str, records: list, settings: dict) -> str:
+    """Appends one JSON line per record (with machine and settings) to benchmarks/results/<name>.jsonl."""
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.jsonl")
+    env = machine()
+    with open(path, "a") as f:
+        for record in records:
+            f.write(json.dumps({"benchmark": name, **record, "settings": settings, "machine": env}) + "\n")
+    return path
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far, GiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def run_child(script: str, *args: str) -> dict:
+    """Runs `python script args` in a fresh process (so its peak memory is its own); returns its last JSON line."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """Best wall time of fn() over repeats, after warmup calls (tracing, caches)."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -1,0 +1,57 @@
+"""Forward and forward+backward step time and peak memory per preset and resolution (one process each).
+
+Usage: python benchmarks/bench_models.py [--presets small,reference] [--resolutions 32,64,128] [--batch 1]
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+
+def child(preset: str, n: int, batch: int) -> None:
+    import tensorflow as tf
+
+    from poisson_tf import fem, fields, models
+
+    network = models.build_model(preset)
+    nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(batch, seed=0), n)[..., None], tf.float32)
+    forward = tf.function(lambda: network(nu, training=False))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(fem.energy(network(nu, training=True), nu))
+        return tape.gradient(loss, network.trainable_variables)
+
+    fwd = _common.timed(forward, repeats=2)
+    bwd = _common.timed(step, repeats=2)
+    print(json.dumps({"preset": preset, "resolution": n, "batch": batch, "params": network.count_params(),
+                      "forward_seconds": fwd, "step_seconds": bwd, "voxels_per_s_training": batch * n ** 3 / bwd,
+                      "peak_rss_gib": round(_common.peak_rss_gib(), 3)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--presets", default="small,reference")
+    parser.add_argument("--resolutions", default="32,64,128")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--child", nargs=2)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], int(args.child[1]), args.batch)
+    records = []
+    for preset in args.presets.split(","):
+        for n in map(int, args.resolutions.split(",")):
+            r = _common.run_child(__file__, "--child", preset, str(n), "--batch", str(args.batch))
+            records.append(r)
+            print(f"{preset:>10} N={n:4d} batch {args.batch}: forward {r['forward_seconds']:7.3f} s, "
+                  f"forward+backward {r['step_seconds']:7.3f} s ({r['voxels_per_s_training']:.2e} vox/s), "
+                  f"peak {r['peak_rss_gib']:.2f} GiB")
+    print(_common.write("models", records, {"batch": args.batch}))
+
+
+if __name__ == "__main__":
+    main()
