@@ -26,11 +26,12 @@ def child(preset: str, n: int, batch: int) -> None:
             loss = tf.reduce_mean(fem.energy(network(nu, training=True), nu))
         return tape.gradient(loss, network.trainable_variables)
 
-    fwd = _common.timed(forward, repeats=2)
-    bwd = _common.timed(step, repeats=2)
+    fwd = _common.timed(forward, repeats=3)
+    inference_peak = _common.peak_rss_gib()  # ru_maxrss only grows: measured before any training step
+    bwd = _common.timed(step, repeats=3)
     print(json.dumps({"preset": preset, "resolution": n, "batch": batch, "params": network.count_params(),
                       "forward_seconds": fwd, "step_seconds": bwd, "voxels_per_s_training": batch * n ** 3 / bwd,
-                      "peak_rss_gib": round(_common.peak_rss_gib(), 3)}))
+                      "peak_inference_gib": round(inference_peak, 3), "peak_rss_gib": round(_common.peak_rss_gib(), 3)}))
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
             records.append(r)
             print(f"{preset:>10} N={n:4d} batch {args.batch}: forward {r['forward_seconds']:7.3f} s, "
                   f"forward+backward {r['step_seconds']:7.3f} s ({r['voxels_per_s_training']:.2e} vox/s), "
-                  f"peak {r['peak_rss_gib']:.2f} GiB")
+                  f"peak {r['peak_inference_gib']:.2f} GiB inference, {r['peak_rss_gib']:.2f} GiB training")
     print(_common.write("models", records, {"batch": args.batch}))
 
 

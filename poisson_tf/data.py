@@ -184,15 +184,18 @@ def multigrid_dataset(plan, coeffs: np.ndarray, global_batch_size: int, eta: flo
     Returns:
       (dataset of [global_batch / size, N, N, N, 1] with N varying by epoch, steps_per_epoch).
     """
-    before = plan.level_epochs_before(start_epoch)
+    # Keyed by resolution: a plan may visit only some of the configured levels (e.g. `single`).
+    resolutions = plan.resolutions
+    per_epoch = plan.epoch_resolutions()
     datasets, steps = [], None
     budget = cache_budget_bytes
-    for level, resolution in reversed(list(enumerate(plan.resolutions))):
-        ds, steps = build_dataset(coeffs, resolution, global_batch_size, eta, seed + level, rank, size,
-                                  start_epoch=before.get(level, 0), cache_budget_bytes=budget)
+    for index, resolution in reversed(list(enumerate(resolutions))):
+        before = per_epoch[:start_epoch].count(resolution)  # epochs this level's stream already produced
+        ds, steps = build_dataset(coeffs, resolution, global_batch_size, eta, seed + index, rank, size,
+                                  start_epoch=before, cache_budget_bytes=budget)
         if budget >= len(coeffs) // size * resolution ** 3 * 4:
             budget -= len(coeffs) // size * resolution ** 3 * 4
         datasets.insert(0, ds)
-    choices = np.repeat(np.array(plan.epoch_levels()[start_epoch:], np.int64), steps)
+    choices = np.repeat(np.array([resolutions.index(r) for r in per_epoch[start_epoch:]], np.int64), steps)
     choice = tf.data.Dataset.from_tensor_slices(choices)
     return tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True), steps

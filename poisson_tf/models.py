@@ -238,3 +238,30 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
         x = LinearPrior(name="linear_prior", dtype="float32")(x)
     u = keras.layers.Activation("sigmoid", dtype="float32")(x)
     return keras.Model(nu, DirichletPlanes(name="dirichlet", dtype="float32")(u), name=name)
+
+
+def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
+    """FLOPs of one forward pass per input voxel, counted from the convolution layers.
+
+    A Conv3D costs 2 k^3 C_in C_out FLOPs (multiply + add) per output voxel, a Conv3DTranspose the same per
+    input voxel, plus one add per output value for a bias. Every layer's size scales with N^3, so the count is
+    the same at every resolution; it is evaluated at `probe` (default 2 * 2^depth). Normalization, activation
+    and the energy loss are left out (a few FLOPs per value). Training costs about 3x this (forward +
+    two backward products).
+    """
+    import math
+
+    convs = [layer for layer in model.layers
+             if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose))]
+    n = probe or 2 * model.get_layer("features").multiple
+    outputs = keras.Model(model.inputs, [layer.output for layer in convs])(tf.ones([1, n, n, n, 1]))
+    total = 0.0
+    for layer, out in zip(convs, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
+        out_voxels = math.prod(out.shape[1:4])
+        c_in, c_out = layer.input.shape[-1], layer.filters
+        positions = out_voxels / math.prod(layer.strides) if isinstance(layer, keras.layers.Conv3DTranspose) \
+            else out_voxels
+        total += 2.0 * math.prod(layer.kernel_size) * c_in * c_out * positions
+        if layer.use_bias:
+            total += out_voxels * c_out
+    return total / n ** 3

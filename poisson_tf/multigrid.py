@@ -70,7 +70,11 @@ def _epochs_for(epochs_per_visit, num_levels: int) -> list:
 
 
 def schedule(cycle: str, resolutions: Sequence[int], epochs_per_visit=1, num_cycles: int = 1) -> list:
-    """The visits of `num_cycles` repetitions of a cycle over the given levels (repeats merged).
+    """The visits of `num_cycles` repetitions of a cycle over the given levels.
+
+    Repeated visits are merged within a cycle (DESIGN.md s.7); repetitions of the cycle keep their own
+    visits, so `single` run k times trains k visits and a V-cycle run twice visits the finest level twice
+    in a row.
 
     Args:
       cycle: one of CYCLES.
@@ -85,7 +89,7 @@ def schedule(cycle: str, resolutions: Sequence[int], epochs_per_visit=1, num_cyc
     epochs = _epochs_for(epochs_per_visit, len(resolutions))
     if int(num_cycles) != num_cycles or num_cycles < 1:
         raise ValueError(f"num_cycles must be a positive integer, got {num_cycles!r}")
-    levels = _merge_repeats(cycle_levels(cycle, len(resolutions)) * int(num_cycles))
+    levels = cycle_levels(cycle, len(resolutions)) * int(num_cycles)
     return [Visit(level, resolutions[level], epochs[level]) for level in levels]
 
 
@@ -144,10 +148,3 @@ class EpochPlan:
         """True when `epoch` (0-based) is the last epoch of its visit."""
         visits = self.visit_of_epoch()
         return epoch == len(visits) - 1 or visits[epoch + 1] != visits[epoch]
-
-    def level_epochs_before(self, epoch: int) -> dict:
-        """{level: epochs trained at that level before `epoch`} (where each level's data stream resumes)."""
-        counts = {}
-        for level in self.epoch_levels()[:epoch]:
-            counts[level] = counts.get(level, 0) + 1
-        return counts

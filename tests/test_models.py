@@ -72,3 +72,15 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(loaded(nu).numpy(), model(nu).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="multiple of 2"):
         loaded(tf.ones([1, 10, 10, 10, 1]))
+
+
+def test_flops_per_voxel_counts_convolutions():
+    inputs = keras.Input((None, None, None, 1))
+    x = models.DiffusivityFeatures(multiple=2, name="features")(inputs)
+    x = keras.layers.Conv3D(4, 3, strides=2, padding="same", use_bias=False)(x)   # at N/2: 2*27*1*4 / 8
+    x = keras.layers.Conv3DTranspose(2, 2, strides=2, padding="same")(x)          # per input voxel (N/2)^3
+    model = keras.Model(inputs, x)
+    expected = 2 * 27 * 4 / 8 + (2 * 8 * 4 * 2) / 8 + 2  # + bias adds per output value at N
+    assert models.flops_per_voxel(model) == pytest.approx(expected)
+    assert models.flops_per_voxel(model, probe=8) == pytest.approx(expected)
+    assert models.flops_per_voxel(models.build_model("small")) > models.flops_per_voxel(models.build_model("tiny"))

@@ -21,15 +21,17 @@ def test_golden_cycles(cycle, levels):
     assert multigrid.cycle_levels(cycle, levels) == GOLDEN[(cycle, levels)]
 
 
-def test_schedule_uses_resolutions_epochs_and_merges_across_cycles():
+def test_schedule_uses_resolutions_epochs_and_keeps_each_cycle_repetition():
     visits = multigrid.schedule("v", [16, 32, 64], epochs_per_visit=[3, 2, 1], num_cycles=2)
     assert [(v.resolution, v.epochs) for v in visits] == [
-        (64, 1), (32, 2), (16, 3), (32, 2), (64, 1), (32, 2), (16, 3), (32, 2), (64, 1)]
+        (64, 1), (32, 2), (16, 3), (32, 2), (64, 1), (64, 1), (32, 2), (16, 3), (32, 2), (64, 1)]
     plan = multigrid.EpochPlan.of(visits)
-    assert plan.num_epochs == 17 and plan.resolutions == [16, 32, 64]
+    assert plan.num_epochs == 18 and plan.resolutions == [16, 32, 64]
     assert plan.epoch_resolutions()[:6] == [64, 32, 32, 16, 16, 16]
     assert [plan.is_visit_end(e) for e in range(4)] == [True, False, True, False]
-    assert plan.level_epochs_before(6) == {2: 1, 1: 2, 0: 3}
+    single = multigrid.schedule("single", [16, 32], epochs_per_visit=2, num_cycles=3)
+    assert [(v.resolution, v.epochs) for v in single] == [(32, 2)] * 3
+    assert multigrid.EpochPlan.of(single).is_visit_end(1) and not multigrid.EpochPlan.of(single).is_visit_end(2)
 
 
 def test_spec_string():

@@ -156,3 +156,12 @@ def test_mixed_precision_trains_with_float32_output_and_energy(tmp_path, ref_cac
         with h5py.File(tmp_path / precision / "checkpoint.h5") as f:
             paths = [f["optimizer"][k].attrs["path"] for k in f["optimizer"]]
         assert any("loss_scale" in p or "dynamic_scale" in p for p in paths), paths
+
+
+def test_single_level_baseline_trains_only_the_finest_level(tmp_path, ref_cache):
+    cfg = tiny_config(tmp_path / "run", ref_cache, cycle__cycle="single", cycle__levels=(8, 16),
+                      cycle__num_cycles=2)
+    summary = trainer.train(cfg, stop_after_epochs=1)
+    assert summary["trained_resolutions"] == [16]
+    resumed = trainer.train(cfg, resume=True)
+    assert resumed["trained_resolutions"] == [16] and summary["history"]["level"] == [1]

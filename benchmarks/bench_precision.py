@@ -1,0 +1,44 @@
+"""Mixed precision accuracy and speed: the same multigrid training in float32 and bfloat16, one process.
+
+Usage: python benchmarks/bench_precision.py [--precisions float32,bfloat16] [--levels 16,32,64] [--epochs_per_visit 20,10,8]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--levels", default="16,32,64")
+    parser.add_argument("--epochs_per_visit", default="20,10,8")
+    args = parser.parse_args()
+    from poisson_tf import config, trainer
+
+    levels = tuple(int(x) for x in args.levels.split(","))
+    epochs = tuple(int(x) for x in args.epochs_per_visit.split(","))
+    records = []
+    for precision in args.precisions.split(","):
+        cfg = config.TrainConfig(cycle=config.CycleConfig(levels=levels, epochs_per_visit=epochs),
+                                 optim=config.OptimConfig(precision=precision),
+                                 run=config.RunConfig(model_dir=tempfile.mkdtemp(prefix=f"precision_{precision}_"),
+                                                      verbose=0, validate_every=100, val_resolutions=(levels[-1],)))
+        start = time.perf_counter()
+        summary = trainer.train(cfg)
+        seconds = time.perf_counter() - start
+        v = summary["validation"]
+        records.append({"precision": precision, "levels": list(levels), "epochs_per_visit": list(epochs),
+                        "train_seconds": seconds, "rel_l2": v[f"eval/res{levels[-1]}/rel_l2"],
+                        "energy_gap": v[f"eval/res{levels[-1]}/energy_gap"]})
+        print(f"{precision:>9}: {seconds:.0f} s, rel_l2 at {levels[-1]}^3 {records[-1]['rel_l2']:.2%}, "
+              f"energy_gap {records[-1]['energy_gap']:.3f}")
+    print(_common.write("precision", records, vars(args)))
+
+
+if __name__ == "__main__":
+    main()
