@@ -6,7 +6,7 @@ HOROVODRUN := $(VENV)/bin/horovodrun
 MPIRUN := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
-.PHONY: setup demo test test-fast test-parallel
+.PHONY: setup demo test test-fast test-parallel lint
 
 setup:
 	POISSON_TF_VENV=$(VENV) scripts/setup.sh
@@ -16,11 +16,16 @@ demo: setup
 
 # Parallel suite under all three launchers, then the whole suite single-process (its summary line is last).
 test: setup
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-parallel
 	$(PY) -m pytest $(PYTEST_FLAGS) tests
 
 test-fast: setup
 	$(PY) -m pytest $(PYTEST_FLAGS) tests
+
+# Pyflakes, syntax and bugbear checks (closures in benchmark loops are called in the same iteration: B023).
+lint:
+	$(VENV)/bin/ruff check --quiet --select F,E9,B --ignore B905,B023 --line-length 120 poisson_tf tests benchmarks
 
 test-parallel:
 	$(HOROVODRUN) -np 2 -H localhost:2 $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel

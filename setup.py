@@ -37,7 +37,7 @@ setup(
     ],
     extras_require={
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW_VERSION}"],
-        "test": ["pytest==9.2.0"],
+        "test": ["pytest==9.2.0", "ruff==0.17.6"],
     },
     entry_points={
         "console_scripts": [

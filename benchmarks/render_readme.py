@@ -94,7 +94,10 @@ def render() -> str:
                      "python benchmarks/bench_precision.py",
                      ["precision", "levels", "epochs per visit", "train s", "rel_l2 finest", "energy_gap finest"],
                      [[r["precision"], ",".join(map(str, r["levels"])), ",".join(map(str, r["epochs_per_visit"])),
-                       f"{r['train_seconds']:.0f}", f"{r['rel_l2']:.2%}", f"{r['energy_gap']:.3f}"] for r in rows]))
+                       f"{r['train_seconds']:.0f}",
+                       "diverged (NaN)" if r.get("diverged") or r["rel_l2"] != r["rel_l2"] else f"{r['rel_l2']:.2%}",
+                       "-" if r.get("diverged") or r["energy_gap"] != r["energy_gap"] else f"{r['energy_gap']:.3f}"]
+                      for r in rows]))
     rows = load("cycles", lambda r: (r["cycle"], tuple(r["levels"]), r["target"]))
     if rows:
         target = rows[0]["target"]

@@ -34,6 +34,9 @@ class MultigridCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if logs and "resolution" in logs:
             self._seen.add(int(logs["resolution"]))
+        if logs and "batch_loss" in logs and not np.isfinite(float(logs["batch_loss"])):
+            raise RuntimeError(f"training diverged at batch {batch}: the energy is {float(logs['batch_loss'])}; "
+                               "lower --learning_rate, add --warmup_steps, or use --precision=float32")
 
     def on_epoch_end(self, epoch, logs=None):
         expected = self.resolutions[epoch]
@@ -88,6 +91,10 @@ class ValidationCallback(keras.callbacks.Callback):
         if not (last or (self.plan.is_visit_end(epoch) and (self.visits[epoch] + 1) % self.every == 0)):
             return
         results = self.validator.run()
+        bad = sorted(k for k, v in results.items() if not np.isfinite(v))
+        if bad:
+            raise RuntimeError(f"validation after epoch {epoch} is not finite ({', '.join(bad)}): the weights "
+                               "diverged; lower --learning_rate, add --warmup_steps, or use --precision=float32")
         self.history.append((epoch, results))
         if logs is not None:
             logs.update(results)

@@ -59,7 +59,7 @@ def init(intra_op_threads: int | None = None, inter_op_threads: int | None = Non
         if inter_op_threads is not None:
             tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads or min(2, share))
     except RuntimeError:  # TensorFlow already ran an op in this process: its thread pools are fixed
-        warnings.warn("distributed.init() came after TensorFlow started; thread settings not applied")
+        warnings.warn("distributed.init() came after TensorFlow started; thread settings not applied", stacklevel=2)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:  # Horovod: one GPU per process, chosen by local rank
         for gpu in gpus:

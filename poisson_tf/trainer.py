@@ -6,7 +6,6 @@ import json
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, models, multigrid
@@ -53,6 +52,16 @@ def reference_store(cfg: config.TrainConfig) -> data.ReferenceStore:
     return data.ReferenceStore(directory)
 
 
+_CPU_PRECISION_ERRORS = {
+    "bfloat16": "--precision=bfloat16 is refused on CPU: TensorFlow 2.18's oneDNN bfloat16 Conv3D gradients come "
+                "out corrupted on this stack (measured: gradients ~1e35 after a few steps, then NaN weights), and "
+                "with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0) training is ~20x slower; use --precision=float32 on CPU "
+                "and bfloat16 on GPUs",
+    "float16": "--precision=float16 is meant for GPUs: on CPU TensorFlow runs float16 convolutions without oneDNN, "
+               "measured ~25x slower than float32; use --precision=float32 on CPU",
+}
+
+
 def validate_config(cfg: config.TrainConfig) -> multigrid.EpochPlan:
     """Checks everything that can be checked before training; returns the plan. Raises ValueError."""
     plan = multigrid.EpochPlan.of(cfg.cycle.visits())
@@ -62,6 +71,10 @@ def validate_config(cfg: config.TrainConfig) -> multigrid.EpochPlan:
     if cfg.data.num_train < cfg.optim.global_batch_size:
         raise ValueError(f"num_train ({cfg.data.num_train}) must hold at least one global batch "
                          f"({cfg.optim.global_batch_size})")
+    if (cfg.optim.precision != "float32" and not tf.config.list_physical_devices("GPU")
+            and os.environ.get("POISSON_TF_ALLOW_CPU_MIXED_PRECISION") != "1"):
+        raise ValueError(_CPU_PRECISION_ERRORS[cfg.optim.precision]
+                         + " (POISSON_TF_ALLOW_CPU_MIXED_PRECISION=1 overrides this check)")
     return plan
 
 
@@ -110,16 +123,15 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
     checkpointer = checkpoint.Checkpointer(model_dir, cfg.fingerprint())
     start_epoch = 0
     if resume:
-        state = checkpointer.restore(network, trainer.optimizer)
-        start_epoch = state["epoch"] + 1
+        start_epoch = _restore_on_chief(checkpointer, network, trainer.optimizer)["epoch"] + 1
     end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
 
     validator = callbacks.Validator(network, val_set.coeffs, cfg.data.eta,
                                     cfg.run.val_resolutions or plan.resolutions, reference_store(cfg))
     cycle_cb = callbacks.MultigridCallback(plan)
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
-    hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision, "levels": str(list(cfg.cycle.levels)),
-               "global_batch_size": cfg.optim.global_batch_size, "learning_rate": lr, "workers": distributed.size(),
+    hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision,
+               "levels": str(list(cfg.cycle.levels)), "global_batch_size": cfg.optim.global_batch_size, "learning_rate": lr, "workers": distributed.size(),
                "num_train": cfg.data.num_train, **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
     cbs = [distributed.BroadcastCallback(), cycle_cb, validation_cb,
            callbacks.TensorBoardLogger(os.path.join(model_dir, "logs"), plan, cfg.optim.global_batch_size,
@@ -130,8 +142,8 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
         dataset, steps = data.multigrid_dataset(
             plan, train_set.coeffs, cfg.optim.global_batch_size, cfg.data.eta, cfg.run.seed, distributed.rank(),
             distributed.size(), start_epoch, cfg.data.cache_budget_mb * 1024 ** 2)
-        history = trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False,
-                              verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)
+        history = trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps,
+                              shuffle=False, verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)
         summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
     summary["trained_resolutions"] = [r for _, r in cycle_cb.recorded]
     summary["validation"] = validation_cb.history[-1][1] if validation_cb.history else {}
@@ -144,6 +156,21 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
             with open(tmp, "w") as f:
                 json.dump(summary, f, indent=2)
     return summary
+
+
+def _restore_on_chief(checkpointer, network, optimizer) -> dict:
+    """Restores the checkpoint on rank 0 only (workers need no shared file system: BroadcastCallback copies
+    the weights and optimizer state); every worker gets the saved state, or the same clear error."""
+    outcome = None
+    if distributed.is_chief():
+        try:
+            outcome = ("ok", checkpointer.restore(network, optimizer))
+        except ValueError as e:
+            outcome = ("error", str(e))
+    outcome = distributed.broadcast_object(outcome)  # Horovod: one decision for all workers
+    if outcome[0] == "error":
+        raise ValueError(outcome[1])
+    return outcome[1]
 
 
 def final_rel_l2(summary: dict) -> dict:

@@ -4,7 +4,6 @@ import os
 import h5py
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from poisson_tf import data, fields
 

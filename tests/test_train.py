@@ -139,7 +139,24 @@ def test_bad_flags_fail_before_training(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
-def test_mixed_precision_trains_with_float32_output_and_energy(tmp_path, ref_cache, precision):
+def test_mixed_precision_is_refused_on_cpu_with_the_reason(tmp_path, ref_cache, precision, monkeypatch):
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("the CPU guard does not apply on a GPU machine")
+    monkeypatch.delenv("POISSON_TF_ALLOW_CPU_MIXED_PRECISION", raising=False)
+    with pytest.raises(ValueError, match=rf"--precision={precision} .*use --precision=float32 on CPU"):
+        trainer.train(tiny_config(tmp_path / "run", ref_cache, optim__precision=precision))
+    assert not (tmp_path / "run" / "checkpoint.h5").exists()
+
+
+def test_diverging_training_stops_with_a_clear_error(tmp_path, ref_cache, monkeypatch):
+    monkeypatch.setattr(trainer, "energy_loss", lambda network, nu, training: network(nu)[:, 0, 0, 0, 0] * np.nan)
+    with pytest.raises(RuntimeError, match="training diverged at batch 0: the energy is nan"):
+        trainer.train(tiny_config(tmp_path / "run", ref_cache))
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_output_and_energy(tmp_path, ref_cache, precision, monkeypatch):
+    monkeypatch.setenv("POISSON_TF_ALLOW_CPU_MIXED_PRECISION", "1")  # the tiny preset avoids the oneDNN defect
     reference_run = trainer.train(tiny_config(tmp_path / "f32", ref_cache))
     run = trainer.train(tiny_config(tmp_path / precision, ref_cache, optim__precision=precision))
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
