@@ -2,7 +2,10 @@
 a target, for each multigrid cycle and the single-level baseline, in one invocation on one machine.
 
 Usage: python benchmarks/bench_cycles.py [--levels 16,32,64] [--target 0.05] [--cycles half_v,v,w,f,single]
-          [--epochs_per_visit 4,2,1] [--max_cycles 40]
+          [--epochs_per_visit 4,2,1] [--max_cycles 40] [--single_epochs_per_visit N]
+The demo schedule against single-level training validated every epoch:
+  python benchmarks/bench_cycles.py --cycles=half_v,single --epochs_per_visit=60,30,40 --max_cycles=1
+          --single_epochs_per_visit=1 --target=0.03
 Each cycle repeats (num_cycles) until the target is met or max_cycles; validation runs at every visit end at
 the finest level only. Training seconds exclude validation; wall seconds include it.
 """
@@ -23,6 +26,8 @@ def main() -> None:
     parser.add_argument("--cycles", default="half_v,v,w,f,single")
     parser.add_argument("--epochs_per_visit", default="4,2,1")
     parser.add_argument("--max_cycles", type=int, default=40)
+    parser.add_argument("--single_epochs_per_visit", type=int, default=0,
+                        help="epochs per visit of the single-level baseline (0: the finest level's)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     args = parser.parse_args()
@@ -63,9 +68,11 @@ def main() -> None:
         cfg = config.TrainConfig(
             preset=args.preset, model=models.preset(args.preset), data=config.DataConfig(num_train=64, num_val=4),
             cycle=config.CycleConfig(levels=levels, cycle=cycle, epochs_per_visit=epochs if cycle != "single"
-                                     else (epochs[-1],),
+                                     else (args.single_epochs_per_visit or epochs[-1],),
                                      # single visits once per cycle: give it as many epochs as a cycle has visits
-                                     num_cycles=args.max_cycles * (1 if cycle != "single" else 4)),
+                                     num_cycles=args.max_cycles * (1 if cycle != "single" else
+                                                                   4 * sum(epochs) // (args.single_epochs_per_visit
+                                                                                       or epochs[-1]))),
             optim=config.OptimConfig(global_batch_size=4, learning_rate=args.learning_rate),
             run=config.RunConfig(model_dir=tempfile.mkdtemp(prefix=f"cycle_{cycle}_"), verbose=0,
                                  val_resolutions=(finest,), threads=0))

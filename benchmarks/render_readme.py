@@ -98,17 +98,23 @@ def render() -> str:
                        "diverged (NaN)" if r.get("diverged") or r["rel_l2"] != r["rel_l2"] else f"{r['rel_l2']:.2%}",
                        "-" if r.get("diverged") or r["energy_gap"] != r["energy_gap"] else f"{r['energy_gap']:.3f}"]
                       for r in rows]))
-    rows = load("cycles", lambda r: (r["cycle"], tuple(r["levels"]), r["target"]))
-    if rows:
-        target = rows[0]["target"]
-        out.append(table(f"Cycles to validation rel_l2 <= {target:.0%} at the finest level",
-                         "python benchmarks/bench_cycles.py",
-                         ["cycle", "levels", "reached", "epochs", "train s", "voxels", "best rel_l2",
-                          "speedup (time)", "speedup (voxels)"],
-                         [[r["cycle"], ",".join(map(str, r["levels"])), "yes" if r["reached"] else "no", r["epochs"],
-                           f"{r['train_seconds']:.0f}", f"{r['training_voxels']:.2e}", f"{r['best_rel_l2']:.2%}",
-                           f"{r['speedup_train_seconds']:.2f}x" if "speedup_train_seconds" in r else "-",
-                           f"{r['speedup_voxels']:.2f}x" if "speedup_voxels" in r else "-"] for r in rows]))
+    rows = load("cycles", lambda r: (r["cycle"], tuple(r["levels"]), r["target"], r["settings"]["epochs_per_visit"],
+                                     r["settings"].get("single_epochs_per_visit", 0)))
+
+    def epochs_per_visit(r):
+        if r["cycle"] == "single":
+            return str(r["settings"].get("single_epochs_per_visit") or r["settings"]["epochs_per_visit"].split(",")[-1])
+        return r["settings"]["epochs_per_visit"]
+
+    out.append(table("Cycles until validation rel_l2 first reaches a target at the finest level (1 process)",
+                     "python benchmarks/bench_cycles.py",
+                     ["cycle", "levels", "epochs/visit", "target", "reached", "epochs", "train s", "voxels",
+                      "best rel_l2", "speedup (time)", "speedup (voxels)"],
+                     [[r["cycle"], ",".join(map(str, r["levels"])), epochs_per_visit(r), f"{r['target']:.0%}",
+                       "yes" if r["reached"] else "no", r["epochs"], f"{r['train_seconds']:.0f}",
+                       f"{r['training_voxels']:.2e}", f"{r['best_rel_l2']:.2%}",
+                       f"{r['speedup_train_seconds']:.2f}x" if "speedup_train_seconds" in r else "-",
+                       f"{r['speedup_voxels']:.2f}x" if "speedup_voxels" in r else "-"] for r in rows]))
     return "".join(out).rstrip() + "\n"
 
 

@@ -105,4 +105,4 @@ for item in TensorFlow MPI Gloo; do
 $check
 Delete $WHEELS to rebuild (the build log is $CACHE/horovod-build.log)."
 done
-say "ready: $VENV (TensorFlow $TF_VERSION, Horovod $HOROVOD_VERSION with MPI and Gloo)"
+say "ready in ${SECONDS} s: $VENV (TensorFlow $TF_VERSION, Horovod $HOROVOD_VERSION with MPI and Gloo)"
