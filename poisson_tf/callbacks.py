@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from poisson_tf import distributed, metrics
+from poisson_tf import distributed
 from poisson_tf.multigrid import EpochPlan
 
 
@@ -51,7 +51,8 @@ class MultigridCallback(keras.callbacks.Callback):
 class Validator:
     """Metrics of the network on validation samples against cached reference solutions, at given resolutions.
 
-    Samples are split over workers; per-sample results are gathered so every worker returns the same numbers.
+    A thin view of inference.evaluate (samples split over workers and gathered, so every worker returns the
+    same numbers), flattened to TensorBoard keys eval/res{N}/{metric}.
     """
 
     def __init__(self, network, coeffs, eta: float, resolutions, store, batch_size: int = 2):
@@ -60,21 +61,13 @@ class Validator:
         self.examples = {}  # resolution -> (nu, u, u_ref) of validation sample 0, on the chief
 
     def run(self) -> dict:
-        out = {}
-        mine = list(range(distributed.rank(), len(self.coeffs), distributed.size()))
-        for n in self.resolutions:
-            nu, u_ref = self.store.get_many(self.coeffs[mine], self.eta, n) if mine else (None, None)
-            local = []
-            for i in range(0, len(mine), self.batch_size):
-                u = self.network(tf.constant(nu[i:i + self.batch_size, ..., None], tf.float32), training=False)
-                u = u.numpy()[..., 0]
-                local += metrics.field_metrics(u, u_ref[i:i + self.batch_size], nu[i:i + self.batch_size])
-                if i == 0 and distributed.is_chief():
-                    self.examples[n] = (nu[0], u[0], u_ref[0])
-            gathered = [m for part in distributed.allgather_object(local) for m in part]
-            for name, value in metrics.mean_metrics(gathered).items():
-                out[f"eval/res{n}/{name}"] = value
-        return out
+        from poisson_tf import inference
+
+        report = inference.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.coeffs,
+                                    self.eta, self.resolutions, self.store, self.batch_size)
+        self.examples = report["examples"]
+        return {f"eval/res{n}/{name}": value for n, r in report["resolutions"].items()
+                for name, value in r["model"].items()}
 
 
 class ValidationCallback(keras.callbacks.Callback):

@@ -106,9 +106,9 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
                 rows.append(dict(sample=int(sample), **model_m[j], **{f"baseline_{k}": v for k, v in base_m[j].items()}))
             if i == 0 and distributed.is_chief():
                 examples[n] = (nu[0], u[0], u_ref[0])
-        gathered = sorted((r for part in distributed.allgather_object((rows, seconds)) for r in part[0]),
-                          key=lambda r: r["sample"])
-        total_seconds = sum(part[1] for part in distributed.allgather_object((rows, seconds)))
+        parts = distributed.allgather_object((rows, seconds))  # Horovod: every worker gets every sample
+        gathered = sorted((r for part in parts for r in part[0]), key=lambda r: r["sample"])
+        total_seconds = sum(part[1] for part in parts)
         report[int(n)] = {
             "model": metrics.mean_metrics([{k: r[k] for k in metrics.METRIC_NAMES} for r in gathered]),
             "baseline": metrics.mean_metrics([{k: r[f"baseline_{k}"] for k in metrics.METRIC_NAMES} for r in gathered]),

@@ -109,6 +109,7 @@ class SolveRecord:
     setup_seconds: float
     initial_relative_residual: float
     rtol: float
+    energy: float = 0.0  # J(u) of the solution; with f = 0, 2 J is the effective diffusivity (flux at x = 0)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -153,12 +154,19 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
     free = slice(n * n, n ** 3 - n * n)  # x planes 1..N-2, contiguous in C order
     k_ff = k[free, free].tocsr()
     b = -(k[free, :] @ g)
+    load = None
     if f is not None:
         f = _check_nodal(np.asarray(f, np.float64), "f")
-        b += (mass(n) @ f.ravel())[free]
+        load = mass(n) @ f.ravel()
+        b += load[free]
     u = g.copy()
+
+    def energy_of(x):  # J = 1/2 u^T K u - u^T M f, with the K assembled above
+        return float(0.5 * x @ (k @ x) - (x @ load if load is not None else 0.0))
+
     if n == 2:  # no free nodes
-        return u.reshape(n, n, n), SolveRecord(n, 0, 0.0, time.perf_counter() - start, 0.0, 0.0, rtol)
+        return u.reshape(n, n, n), SolveRecord(n, 0, 0.0, time.perf_counter() - start, 0.0, 0.0, rtol,
+                                               energy_of(u))
     guess = np.zeros(k_ff.shape[0])
     if x0 is not None:
         x0 = _check_nodal(np.asarray(x0, np.float64), "x0")
@@ -182,5 +190,5 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
                            f"(relative residual {residual:.3e}); the diffusivity contrast may be too high")
     u[free] = x
     record = SolveRecord(n, iterations[0], float(residual), time.perf_counter() - start, setup_seconds,
-                         float(initial), rtol)
+                         float(initial), rtol, energy_of(u))
     return u.reshape(n, n, n), record

@@ -84,3 +84,11 @@ def test_kl_sample_reaches_tolerance_and_warm_start_saves_iterations():
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_solve_record_carries_the_energy_of_the_solution():
+    nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=13)[0], 9)
+    f = np.random.default_rng(1).normal(size=nu.shape)
+    for source in (None, f):
+        u, record = reference.solve(nu, f=source)
+        assert record.energy == pytest.approx(reference.energy(u, nu, source), rel=1e-12)
