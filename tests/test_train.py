@@ -182,3 +182,12 @@ def test_single_level_baseline_trains_only_the_finest_level(tmp_path, ref_cache)
     assert summary["trained_resolutions"] == [16]
     resumed = trainer.train(cfg, resume=True)
     assert resumed["trained_resolutions"] == [16] and summary["history"]["level"] == [1]
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, ref_cache):
+    run = tmp_path / "run"
+    trainer.train(tiny_config(run, ref_cache))
+    result = subprocess.run([sys.executable, "-m", "poisson_tf.train", f"--model_dir={run}", "--resume",
+                             "--verbose=0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing to train" in result.stdout and "poisson-tf-evaluate" in result.stdout
