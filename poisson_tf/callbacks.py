@@ -64,7 +64,7 @@ class Validator:
         from poisson_tf import inference
 
         report = inference.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.coeffs,
-                                    self.eta, self.resolutions, self.store, self.batch_size)
+                                    self.eta, self.resolutions, self.store, self.batch_size, baseline=False)
         self.examples = report["examples"]
         return {f"eval/res{n}/{name}": value for n, r in report["resolutions"].items()
                 for name, value in r["model"].items()}

@@ -88,6 +88,11 @@ def shard(coeffs: np.ndarray, global_batch_size: int, rank: int = 0, size: int =
     return coeffs[:usable][rank::size]
 
 
+def cache_bytes(coeffs: np.ndarray, resolution: int, global_batch_size: int, rank: int = 0, size: int = 1) -> int:
+    """Memory that caching this worker's shard of nu fields at one resolution takes (float32)."""
+    return len(shard(np.asarray(coeffs), global_batch_size, rank, size)) * resolution ** 3 * 4
+
+
 def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, eta: float = fields.DEFAULT_ETA,
                   seed: int = 0, rank: int = 0, size: int = 1, start_epoch: int = 0, shuffle: bool = True,
                   cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES):
@@ -107,7 +112,7 @@ def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, e
     num_local = int(local.shape[0])
     num_terms = int(local.shape[1])
     cached = None
-    if num_local * resolution ** 3 * 4 <= cache_budget_bytes:
+    if cache_bytes(coeffs, resolution, global_batch_size, rank, size) <= cache_budget_bytes:
         cached = tf.concat([fields.kl_diffusivity_tf(local[i:i + 8], resolution, eta)
                             for i in range(0, num_local, 8)], axis=0)[..., None]
 
@@ -193,8 +198,9 @@ def multigrid_dataset(plan, coeffs: np.ndarray, global_batch_size: int, eta: flo
         before = per_epoch[:start_epoch].count(resolution)  # epochs this level's stream already produced
         ds, steps = build_dataset(coeffs, resolution, global_batch_size, eta, seed + index, rank, size,
                                   start_epoch=before, cache_budget_bytes=budget)
-        if budget >= len(coeffs) // size * resolution ** 3 * 4:
-            budget -= len(coeffs) // size * resolution ** 3 * 4
+        need = cache_bytes(coeffs, resolution, global_batch_size, rank, size)
+        if need <= budget:  # the same test build_dataset made: this level was cached
+            budget -= need
         datasets.insert(0, ds)
     choices = np.repeat(np.array([resolutions.index(r) for r in per_epoch[start_epoch:]], np.int64), steps)
     choice = tf.data.Dataset.from_tensor_slices(choices)

@@ -74,7 +74,7 @@ def linear_baseline(nu: np.ndarray) -> np.ndarray:
 
 
 def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, batch_size: int = 1,
-             trained_resolutions=()) -> dict:
+             trained_resolutions=(), baseline: bool = True) -> dict:
     """Per-sample and mean metrics of predict_fn against the cached reference, next to u = 1 - x.
 
     Samples are split over workers and gathered, so every worker returns the whole report.
@@ -84,6 +84,7 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
       coeffs: KL coefficients [S, m] of the evaluation samples.
       resolutions: where to evaluate; those above max(trained_resolutions) are marked zero_shot.
       store: a data.ReferenceStore.
+      baseline: also score u = 1 - x (constant over a training run, so validation leaves it out).
 
     Returns:
       {"resolutions": {N: {"model": means, "baseline": means, "inference_seconds_per_field", "zero_shot",
@@ -101,7 +102,7 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
             u = np.asarray(predict_fn(nu), np.float64)
             seconds += time.perf_counter() - start
             model_m = metrics.field_metrics(u, u_ref, nu)
-            base_m = metrics.field_metrics(linear_baseline(nu), u_ref, nu)
+            base_m = metrics.field_metrics(linear_baseline(nu), u_ref, nu) if baseline else [{}] * len(idx)
             for j, sample in enumerate(idx):
                 rows.append(dict(sample=int(sample), **model_m[j], **{f"baseline_{k}": v for k, v in base_m[j].items()}))
             if i == 0 and distributed.is_chief():
@@ -111,7 +112,8 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
         total_seconds = sum(part[1] for part in parts)
         report[int(n)] = {
             "model": metrics.mean_metrics([{k: r[k] for k in metrics.METRIC_NAMES} for r in gathered]),
-            "baseline": metrics.mean_metrics([{k: r[f"baseline_{k}"] for k in metrics.METRIC_NAMES} for r in gathered]),
+            "baseline": metrics.mean_metrics([{k: r[f"baseline_{k}"] for k in metrics.METRIC_NAMES} for r in gathered])
+            if baseline else {},
             "inference_seconds_per_field": total_seconds / max(1, len(gathered)),
             "zero_shot": bool(trained_resolutions) and n > max(trained_resolutions),
             "num_samples": len(gathered),

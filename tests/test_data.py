@@ -98,3 +98,8 @@ def test_reference_store_solves_once_and_reuses(tmp_path, monkeypatch):
     nu2, u2 = data.ReferenceStore(str(tmp_path)).get_many(coeffs, 0.5, 9)
     np.testing.assert_array_equal(u2, u)
     assert store.path(coeffs[0], 0.5, 9) != store.path(coeffs[0], 0.5, 17) != store.path(coeffs[0], 0.3, 9)
+
+
+def test_cache_budget_counts_whole_global_batches_of_the_shard():
+    coeffs = fields.sample_coeffs(10, seed=8)  # 10 samples, global batch 4: 8 usable, 4 per worker
+    assert data.cache_bytes(coeffs, 8, 4, rank=1, size=2) == 4 * 8 ** 3 * 4

@@ -59,6 +59,9 @@ def test_evaluate_reports_model_next_to_baseline(store):
         assert 0.05 < r["baseline"]["rel_l2"] < 0.5 and r["baseline"]["energy_gap"] > 0
         assert r["zero_shot"] == (n == 16)
     assert "8" in inference.format_table(report) and "zero-shot" in inference.format_table(report)
+    lean = inference.evaluate(oracle, coeffs, 0.5, [8], store, baseline=False)["resolutions"][8]
+    assert lean["baseline"] == {} and lean["model"] == report["resolutions"][8]["model"]
+    assert not any(k.startswith("baseline_") for k in lean["per_sample"][0])
 
 
 def test_predict_has_exact_planes_and_rejects_bad_input(model_dir):
