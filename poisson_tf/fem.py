@@ -11,14 +11,24 @@ from poisson_tf import q1
 
 @functools.lru_cache(maxsize=None)
 def _kernel_table(kind: str) -> np.ndarray:
-    """conv3d kernel [2, 2, 2, 1, channels] (node a = 4i + 2j + k): Gauss-point values (8 channels) or
-    unit-element gradients (24 channels, d-major then point). numpy, so importing creates no TF state."""
-    table = q1.shape_values() if kind == "value" else np.concatenate(list(q1.shape_gradients()), axis=1)
+    """conv3d kernel [2, 2, 2, 1, channels] (node a = 4i + 2j + k): "value" (Gauss-point values, 8 channels),
+    "line_gradient" and "line_weight" (the factorized energy's 12 channels, q1.directional_tables).
+    numpy, so importing creates no TF state."""
+    if kind == "value":
+        table = q1.shape_values()
+    else:
+        table = q1.directional_tables()[0 if kind == "line_gradient" else 1]
     return table.reshape(2, 2, 2, 1, -1).astype(np.float32)
 
 
 def _conv(field: tf.Tensor, kind: str) -> tf.Tensor:
     return tf.nn.conv3d(field, tf.constant(_kernel_table(kind)), strides=[1, 1, 1, 1, 1], padding="VALID")
+
+
+def _conv_transpose(values: tf.Tensor, kind: str, like: tf.Tensor) -> tf.Tensor:
+    """The adjoint of _conv: per-element values [B, E, E, E, C] summed back onto the nodes [B, N, N, N, 1]."""
+    return tf.nn.conv3d_transpose(values, tf.constant(_kernel_table(kind)), tf.shape(like),
+                                  strides=[1, 1, 1, 1, 1], padding="VALID")
 
 
 def gauss_values(field: tf.Tensor) -> tf.Tensor:
@@ -33,12 +43,29 @@ def gauss_values(field: tf.Tensor) -> tf.Tensor:
     return _conv(field, "value")
 
 
-def gauss_gradients(field: tf.Tensor) -> tf.Tensor:
-    """Physical gradient of the trilinear interpolant at the Gauss points, [B, N-1, N-1, N-1, 3, 8]."""
-    n = tf.shape(field)[1]
-    inv_h = tf.cast(n - 1, tf.float32)  # d/dx = (1/h) d/ds on the unit element
-    grads = _conv(field, "gradient") * inv_h
-    return tf.reshape(grads, tf.concat([tf.shape(grads)[:4], [3, q1.NUM_POINTS]], axis=0))
+@tf.custom_gradient
+def _stiffness_energy(u: tf.Tensor, nu: tf.Tensor) -> tf.Tensor:
+    """1/2 u^T K(nu) u per sample, float32 [B], in the factorized form of q1.directional_tables.
+
+    Per element and direction d the derivative takes 4 values G (one per Gauss line along d) and nu enters as
+    the line sums W, so J = detJ / (2 h^2) sum W G^2 = (h / 16) sum W G^2: 12 channels where the plain form
+    needs 24 gradient and 8 nu channels. The gradient is written out: dJ/du = K u is the adjoint conv of
+    2 (h/16) W G, dJ/dnu the adjoint conv of (h/16) G^2 (pruned from graphs that do not use it), so the
+    backward pass is one transposed conv per input and no broadcast over the elements.
+    """
+    h = 1.0 / tf.cast(tf.shape(u)[1] - 1, tf.float32)
+    scale = h / 16.0  # detJ / (2 h^2), detJ = (h/2)^3: Gauss weights 1, unit-element derivatives divided by h
+    g = _conv(u, "line_gradient")
+    wg = _conv(nu, "line_weight") * g
+    energy_ = scale * tf.reduce_sum(wg * g, axis=[1, 2, 3, 4])
+
+    def grad(upstream):
+        per_sample = tf.reshape(upstream, [-1, 1, 1, 1, 1])
+        du = _conv_transpose(wg, "line_gradient", u) * (2.0 * scale * per_sample)
+        dnu = _conv_transpose(tf.square(g), "line_weight", nu) * (scale * per_sample)
+        return du, dnu
+
+    return energy_, grad
 
 
 def _check_field(name: str, x: tf.Tensor) -> None:
@@ -87,16 +114,13 @@ def energy(u, nu, f=None) -> tf.Tensor:
     # Low-precision inputs are accepted; products and the sum over ~N^3 terms are carried out in float32.
     u = tf.cast(u, tf.float32)
     nu = tf.cast(nu, tf.float32)
-    n = tf.shape(u)[1]
-    h = 1.0 / tf.cast(n - 1, tf.float32)
-    det_j = (0.5 * h) ** 3
-    grad_sq = tf.reduce_sum(tf.square(gauss_gradients(u)), axis=4)  # [B, E, E, E, 8]
-    density = 0.5 * gauss_values(nu) * grad_sq
+    j = _stiffness_energy(u, nu)
     if f is not None:
         f = tf.convert_to_tensor(f)
         _check_same_shape("f", f, u)
-        density -= gauss_values(tf.cast(f, tf.float32)) * gauss_values(u)
-    return det_j * tf.reduce_sum(density, axis=[1, 2, 3, 4])
+        det_j = (0.5 / tf.cast(tf.shape(u)[1] - 1, tf.float32)) ** 3
+        j -= det_j * tf.reduce_sum(gauss_values(tf.cast(f, tf.float32)) * gauss_values(u), axis=[1, 2, 3, 4])
+    return j
 
 
 def dirichlet_masks(resolution, dtype=tf.float32):

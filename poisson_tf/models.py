@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from poisson_tf import fem
@@ -158,6 +159,73 @@ class DirichletPlanes(keras.layers.Layer):
         return fem.apply_dirichlet(u)
 
 
+def _upsample_taps(kernel_size: int) -> np.ndarray:
+    """[2 parities, K, k] 0/1 table: tap t of a 'same' conv after 2x nearest upsampling, at fine index
+    2m + p, reads coarse index m + a with a = floor((p + t) / 2); rows are a = -R..R (K = 2R + 1)."""
+    before = (kernel_size - 1) // 2  # Keras/TF 'same' padding: the extra tap of an even kernel goes after
+    taps = np.arange(-before, kernel_size - before)
+    offsets = np.array([(p + taps) // 2 for p in (0, 1)])
+    radius = int(np.abs(offsets).max())
+    table = np.zeros((2, 2 * radius + 1, kernel_size), np.float32)
+    for p in (0, 1):
+        table[p, offsets[p] + radius, np.arange(kernel_size)] = 1.0
+    return table
+
+
+def depth_to_space_3d(x, block: int = 2):
+    """[B, M, M, M, b^3 C] -> [B, bM, bM, bM, C]; channel ((p b + q) b + r) C + c goes to offset (p, q, r)."""
+    shape = tf.shape(x)
+    channels = x.shape[-1] // block ** 3
+    x = tf.reshape(x, [shape[0], shape[1], shape[2], shape[3], block, block, block, channels])
+    x = tf.transpose(x, [0, 1, 4, 2, 5, 3, 6, 7])
+    return tf.reshape(x, [shape[0], block * shape[1], block * shape[2], block * shape[3], channels])
+
+
+@keras.saving.register_keras_serializable(package="poisson_tf")
+class UpsampleConv3D(keras.layers.Layer):
+    """2x nearest-neighbour upsampling followed by a 'same' Conv3D, computed at the coarse resolution.
+
+    The same function and weights (kernel [k, k, k, C_in, filters], bias) as UpSampling3D(2) + Conv3D, but
+    evaluated as a sub-pixel convolution: each of the 8 output parities is a conv over the coarse grid whose
+    kernel sums the fine taps that land on the same coarse voxel, all 8 in one conv with 8 * filters outputs,
+    then depth_to_space_3d. A 1-output head at full resolution becomes an 8-output conv at half resolution:
+    oneDNN's weight gradient for a 1-channel output ran at ~1 GFLOP/s on AVX2 (benchmarks/bench_profile.py).
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.use_bias = int(filters), bool(use_bias)
+        self.kernel_size = (int(kernel_size),) * 3
+        self.strides = (1, 1, 1)
+        self._taps = _upsample_taps(int(kernel_size))
+
+    def build(self, input_shape):
+        k = self.kernel_size[0]
+        self.kernel = self.add_weight(name="kernel", shape=(k, k, k, input_shape[-1], self.filters),
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") \
+            if self.use_bias else None
+
+    def call(self, x):
+        taps = tf.constant(self._taps, x.dtype)
+        kernel = tf.cast(self.kernel, x.dtype)
+        size = taps.shape[1]
+        # [K, K, K, C_in, (p, q, r, filters)]: the coarse kernel of every output parity.
+        coarse = tf.einsum("pai,qbj,rck,ijkxy->abcxpqry", taps, taps, taps, kernel)
+        coarse = tf.reshape(coarse, [size, size, size, kernel.shape[3], 8 * self.filters])
+        y = tf.nn.conv3d(x, coarse, strides=[1, 1, 1, 1, 1], padding="SAME")
+        if self.bias is not None:
+            y = y + tf.tile(tf.cast(self.bias, x.dtype), [8])
+        return depth_to_space_3d(y)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(None if d is None else 2 * d for d in input_shape[:4]) + (self.filters,)
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters, kernel_size=self.kernel_size[0],
+                    use_bias=self.use_bias)
+
+
 def _normalization(kind: str, channels: int):
     if kind == "batch":
         return keras.layers.BatchNormalization()
@@ -228,12 +296,12 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
         if cfg.upsampling == "transpose":
             x = _block(x, _conv(cfg, filters, strides=2, transpose=True), cfg, cfg.decoder_activation)
         else:
-            x = _block(keras.layers.UpSampling3D(2)(x), _conv(cfg, filters), cfg, cfg.decoder_activation)
+            x = _block(x, UpsampleConv3D(filters, cfg.kernel_size, use_bias=cfg.normalization == "none"), cfg,
+                       cfg.decoder_activation)
         x = keras.layers.Concatenate()([x, skips[level]])
         for _ in range(cfg.extra_convs):
             x = _block(x, _conv(cfg, filters), cfg, cfg.decoder_activation)
-    x = keras.layers.UpSampling3D(2)(x)
-    x = keras.layers.Conv3D(1, cfg.head_kernel_size, padding="same", name="head")(x)
+    x = UpsampleConv3D(1, cfg.head_kernel_size, name="head")(x)  # 2x nearest upsampling + conv to u's logit
     if cfg.output_prior == "linear":
         x = LinearPrior(name="linear_prior", dtype="float32")(x)
     u = keras.layers.Activation("sigmoid", dtype="float32")(x)
@@ -244,7 +312,8 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
     """FLOPs of one forward pass per input voxel, counted from the convolution layers.
 
     A Conv3D costs 2 k^3 C_in C_out FLOPs (multiply + add) per output voxel, a Conv3DTranspose the same per
-    input voxel, plus one add per output value for a bias. Every layer's size scales with N^3, so the count is
+    input voxel, an UpsampleConv3D the same per output voxel as the UpSampling3D + Conv3D it computes (the
+    nominal count, not its sub-pixel form's zero taps), plus one add per output value for a bias. Every layer's size scales with N^3, so the count is
     the same at every resolution; it is evaluated at `probe` (default 2 * 2^depth). Normalization, activation
     and the energy loss are left out (a few FLOPs per value). Training costs about 3x this (forward +
     two backward products).
@@ -252,7 +321,7 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
     import math
 
     convs = [layer for layer in model.layers
-             if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose))]
+             if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose, UpsampleConv3D))]
     n = probe or 2 * model.get_layer("features").multiple
     outputs = keras.Model(model.inputs, [layer.output for layer in convs])(tf.ones([1, n, n, n, 1]))
     total = 0.0

@@ -53,3 +53,29 @@ def jacobian_determinant(h: float) -> float:
     With Gauss weights 1, sum_q detJ = h^3, the element volume.
     """
     return (0.5 * h) ** 3
+
+
+def directional_tables() -> tuple:
+    """The factorized Q1 energy's tables, each [8 nodes, 12]: column 4 d + 2 p + r belongs to direction d and
+    the Gauss abscissae (p, r) of the other two axes (in increasing axis order).
+
+    On a trilinear element du/dx does not depend on x, so at the 2x2x2 Gauss points it takes only 4 values
+    (one per Gauss line along x), and sum_q nu_q |grad u_q|^2 = sum_d sum_lines W_d (du/ds_d)^2 with
+    W_d = the sum of nu over the 2 points of the line. Returns:
+      (gradient: du/ds_d on each line, i.e. the difference along d interpolated across;
+       weight: the interpolation across alone, so that nodal nu -> W_d, since the two 1D shape values
+       sum to 1 over the two Gauss points).
+    """
+    gradient = np.zeros((NUM_NODES, 12))
+    weight = np.zeros((NUM_NODES, 12))
+    lines = [(p, r) for p in (0, 1) for r in (0, 1)]
+    for d in range(3):
+        across = [e for e in range(3) if e != d]
+        for line, (p, r) in enumerate(lines):
+            for a, corner in enumerate(_corners()):
+                interp = (_basis_1d(corner[across[0]], GAUSS_POINTS_1D[p])
+                          * _basis_1d(corner[across[1]], GAUSS_POINTS_1D[r]))
+                gradient[a, 4 * d + line] = _dbasis_1d(corner[d]) * interp
+                weight[a, 4 * d + line] = interp
+    return gradient, weight
+

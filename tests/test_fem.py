@@ -105,3 +105,14 @@ def test_reaction_flux_of_the_solution_is_twice_its_energy():
     assert flux == pytest.approx(2 * reference.energy(u, nu), rel=1e-5)
     ku = reference.stiffness(nu) @ u.ravel()
     assert flux == pytest.approx(ku.reshape(u.shape)[0].sum(), rel=1e-5)
+
+
+def test_energy_gradient_in_nu_is_the_energy_of_the_direction():
+    # J is linear in nu (K(nu) is), so <dJ/dnu, v> = 1/2 u^T K(v) u for any positive field v.
+    u, nu = random_problem(7, 9)
+    v = np.random.default_rng(10).uniform(0.5, 2.0, nu.shape)
+    nut = tf.Variable(batch(nu))
+    with tf.GradientTape() as tape:
+        j = tf.reduce_sum(fem.energy(batch(u), nut))
+    directional = float(tf.reduce_sum(tape.gradient(j, nut) * batch(v)))
+    assert directional == pytest.approx(reference.energy(u, v), rel=2e-5)

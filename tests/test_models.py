@@ -84,3 +84,36 @@ def test_flops_per_voxel_counts_convolutions():
     assert models.flops_per_voxel(model) == pytest.approx(expected)
     assert models.flops_per_voxel(model, probe=8) == pytest.approx(expected)
     assert models.flops_per_voxel(models.build_model("small")) > models.flops_per_voxel(models.build_model("tiny"))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("c_in, c_out", [(3, 1), (4, 5)])
+def test_upsample_conv_equals_upsampling_then_conv(kernel_size, c_in, c_out):
+    # The sub-pixel form must be the same function and gradient as UpSampling3D(2) + Conv3D('same').
+    x = tf.random.normal([2, 4, 6, 3, c_in], seed=kernel_size)
+    layer = models.UpsampleConv3D(c_out, kernel_size)
+    layer.build(x.shape)
+    plain = keras.layers.Conv3D(c_out, kernel_size, padding="same")
+    plain.build((None, None, None, None, c_in))
+    plain.set_weights([layer.kernel.numpy(), np.random.default_rng(1).normal(size=c_out).astype(np.float32)])
+    layer.bias.assign(plain.bias)
+    dy = tf.random.normal([2, 8, 12, 6, c_out], seed=7)
+    grads = []
+    for fn, weights in ((layer, layer.trainable_variables), (lambda v: plain(keras.layers.UpSampling3D(2)(v)),
+                                                              plain.trainable_variables)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * dy)
+        grads.append([y] + tape.gradient(loss, [x] + list(weights)))
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
+
+
+def test_depth_to_space_places_parities():
+    x = tf.reshape(tf.range(2 * 8 * 3, dtype=tf.float32), [1, 1, 2, 1, 24])  # 8 parities x 3 channels
+    y = models.depth_to_space_3d(x).numpy()
+    assert y.shape == (1, 2, 4, 2, 3)
+    for p, q, r in np.ndindex(2, 2, 2):
+        parity = (p * 2 + q) * 2 + r
+        np.testing.assert_array_equal(y[0, p, 2 + q, r], x.numpy()[0, 0, 1, 0, parity * 3:(parity + 1) * 3])
