@@ -5,7 +5,7 @@ import dataclasses
 import json
 import os
 
-from poisson_tf import fields, hdf5, multigrid
+from poisson_tf import fields, files, multigrid
 from poisson_tf.models import ModelConfig
 
 CONFIG_FILE = "config.json"
@@ -106,11 +106,7 @@ class TrainConfig:
                 "global_batch_size": d["optim"]["global_batch_size"], "precision": d["optim"]["precision"]}
 
     def save(self, model_dir: str) -> str:
-        path = os.path.join(model_dir, CONFIG_FILE)
-        with hdf5.atomic_path(path) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-        return path
+        return files.write_json(os.path.join(model_dir, CONFIG_FILE), self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, model_dir: str) -> "TrainConfig":

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from poisson_tf import fields, hdf5
+from poisson_tf import fields, files, hdf5
 
 DEFAULT_CACHE_BUDGET_BYTES = 2 * 1024 ** 3
 
@@ -33,13 +33,10 @@ class SampleSet:
 
     def save(self, path: str) -> str:
         """Writes the set to HDF5 (dataset `coeffs`, attributes eta, num_terms, method, seed, role); atomic."""
-        import h5py
-
-        with hdf5.atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("coeffs", data=self.coeffs)
-                f.attrs.update(eta=self.eta, num_terms=self.num_terms, method=self.method, seed=self.seed,
-                               role=self.role)
+        with files.write_hdf5(path) as f:
+            f.create_dataset("coeffs", data=self.coeffs)
+            f.attrs.update(eta=self.eta, num_terms=self.num_terms, method=self.method, seed=self.seed,
+                           role=self.role)
         return path
 
     @classmethod

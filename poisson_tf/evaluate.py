@@ -1,7 +1,6 @@
 """poisson-tf-evaluate: a trained solver against the AMG reference at several resolutions (JSON, PNG, table)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -19,7 +18,7 @@ flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/r
 
 def main(argv):
     del argv
-    from poisson_tf import config, data, distributed, inference, models, trainer
+    from poisson_tf import config, data, distributed, files, inference, models, trainer
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     try:
@@ -46,11 +45,7 @@ def main(argv):
     examples = report.pop("examples")
     report.update(model_dir=os.path.abspath(FLAGS.model_dir), trained_resolutions=trained, eta=samples.eta,
                   workers=distributed.size())
-    from poisson_tf.hdf5 import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
+    files.write_json(path, report, indent=2)
     figure = inference.save_figure(examples, os.path.splitext(path)[0] + ".png")
     print(inference.format_table(report))
     print(f"wrote {path} and {figure}")

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from poisson_tf import distributed, fields, metrics
+from poisson_tf import distributed, fields, files, metrics
 
 MODEL_FILE = "model.keras"
 
@@ -143,8 +143,6 @@ def save_figure(examples: dict, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from poisson_tf.hdf5 import atomic_path
-
     rows = sorted(examples)
     fig, axes = plt.subplots(len(rows), 4, figsize=(14, 3.2 * len(rows)), squeeze=False)
     for r, n in enumerate(rows):
@@ -160,8 +158,7 @@ def save_figure(examples: dict, path: str) -> str:
             ax.set_ylabel("y")
             fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=80)
+    files.save_png(fig, path, dpi=80)
     plt.close(fig)
     return path
 

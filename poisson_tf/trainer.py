@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
 import tensorflow as tf
 
-from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, models, multigrid
+from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, files, models, multigrid
 
 
 def energy_loss(network, nu, training):
@@ -148,13 +147,8 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
     summary["trained_resolutions"] = [r for _, r in cycle_cb.recorded]
     summary["validation"] = validation_cb.history[-1][1] if validation_cb.history else {}
     if distributed.is_chief() and end_epoch == plan.num_epochs:
-        from poisson_tf.hdf5 import atomic_path
-
-        with atomic_path(os.path.join(model_dir, "model.keras"), suffix=".keras") as tmp:
-            network.save(tmp)
-        with atomic_path(os.path.join(model_dir, "train_summary.json")) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(summary, f, indent=2)
+        files.save_keras(network, os.path.join(model_dir, "model.keras"))
+        files.write_json(os.path.join(model_dir, "train_summary.json"), summary, indent=2)
     return summary
 
 
