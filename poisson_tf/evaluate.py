@@ -18,7 +18,7 @@ flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/r
 
 def main(argv):
     del argv
-    from poisson_tf import config, data, distributed, files, inference, models, trainer
+    from poisson_tf import config, data, distributed, files, inference, trainer
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     try:
@@ -26,13 +26,13 @@ def main(argv):
         model = inference.load_solver(FLAGS.model_dir)
         samples = data.SampleSet.load(FLAGS.samples or os.path.join(FLAGS.model_dir, "val_samples.h5"),
                                       num_terms=cfg.data.num_terms)
-        trained = sorted(set(cfg.cycle.levels))
+        trained = cfg.cycle.plan().resolutions  # what the run trained (a spec cycle names its own levels)
         try:
             resolutions = [int(r) for r in FLAGS.resolutions] or trained + [2 * trained[-1]]
         except ValueError:
             raise ValueError(f"--resolutions must be integers, got {FLAGS.resolutions}") from None
         for n in resolutions:
-            models.check_resolution(n, cfg.model.depth)
+            config.check_resolution(n, cfg.model.depth)
         coeffs = samples.coeffs[:FLAGS.num_samples or None]
         store = data.ReferenceStore(FLAGS.reference_cache) if FLAGS.reference_cache else trainer.reference_store(cfg)
         report = inference.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,

@@ -7,7 +7,7 @@ import os
 import keras
 import tensorflow as tf
 
-from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, files, models, multigrid
+from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, files, models
 
 
 def energy_loss(network, nu, training):
@@ -61,20 +61,17 @@ _CPU_PRECISION_ERRORS = {
 }
 
 
-def validate_config(cfg: config.TrainConfig) -> multigrid.EpochPlan:
-    """Checks everything that can be checked before training; returns the plan. Raises ValueError."""
-    plan = multigrid.EpochPlan.of(cfg.cycle.visits())
-    for n in plan.resolutions + list(cfg.run.val_resolutions):
-        models.check_resolution(n, cfg.model.depth)
+def check_runtime(cfg: config.TrainConfig) -> None:
+    """What the configuration (validated when built) cannot check alone: the workers and the device.
+
+    Raises:
+      ValueError: a global batch the workers cannot split evenly, or 16-bit precision on a CPU.
+    """
     distributed.split_batch(cfg.optim.global_batch_size)
-    if cfg.data.num_train < cfg.optim.global_batch_size:
-        raise ValueError(f"num_train ({cfg.data.num_train}) must hold at least one global batch "
-                         f"({cfg.optim.global_batch_size})")
     if (cfg.optim.precision != "float32" and not tf.config.list_physical_devices("GPU")
             and os.environ.get("POISSON_TF_ALLOW_CPU_MIXED_PRECISION") != "1"):
         raise ValueError(_CPU_PRECISION_ERRORS[cfg.optim.precision]
                          + " (POISSON_TF_ALLOW_CPU_MIXED_PRECISION=1 overrides this check)")
-    return plan
 
 
 def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
@@ -97,7 +94,8 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
       extra_callbacks: more Keras callbacks, run after the package's own.
     """
     distributed.init(intra_op_threads=cfg.run.threads, inter_op_threads=0 if cfg.run.threads == 0 else 1)
-    plan = validate_config(cfg)
+    plan = cfg.cycle.plan()
+    check_runtime(cfg)
     if cfg.run.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.run.seed)
@@ -130,7 +128,7 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
     cycle_cb = callbacks.MultigridCallback(plan)
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
     hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision,
-               "levels": str(list(cfg.cycle.levels)), "global_batch_size": cfg.optim.global_batch_size, "learning_rate": lr, "workers": distributed.size(),
+               "levels": str(plan.resolutions), "global_batch_size": cfg.optim.global_batch_size, "learning_rate": lr, "workers": distributed.size(),
                "num_train": cfg.data.num_train, **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
     cbs = [distributed.BroadcastCallback(), cycle_cb, validation_cb,
            callbacks.TensorBoardLogger(os.path.join(model_dir, "logs"), plan, cfg.optim.global_batch_size,
