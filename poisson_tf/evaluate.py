@@ -18,7 +18,7 @@ flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/r
 
 def main(argv):
     del argv
-    from poisson_tf import config, data, distributed, files, inference, trainer
+    from poisson_tf import config, data, distributed, evaluation, inference, reference
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     try:
@@ -34,20 +34,25 @@ def main(argv):
         for n in resolutions:
             config.check_resolution(n, cfg.model.depth)
         coeffs = samples.coeffs[:FLAGS.num_samples or None]
-        store = data.ReferenceStore(FLAGS.reference_cache) if FLAGS.reference_cache else trainer.reference_store(cfg)
-        report = inference.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
-                                    resolutions, store, FLAGS.batch_size, trained)
+        store = reference.ReferenceStore(FLAGS.reference_cache or cfg.run.reference_cache)
+        report = evaluation.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
+                                     resolutions, store, FLAGS.batch_size, trained)
     except ValueError as e:
         sys.exit(f"poisson-tf-evaluate: error: {e}")
-    if not distributed.is_chief():
-        return
     path = FLAGS.report or os.path.join(FLAGS.model_dir, "eval", "report.json")
     examples = report.pop("examples")
     report.update(model_dir=os.path.abspath(FLAGS.model_dir), trained_resolutions=trained, eta=samples.eta,
                   workers=distributed.size())
+    distributed.on_chief(_publish, report, examples, path)
+
+
+def _publish(report: dict, examples: dict, path: str) -> None:
+    """Writes the JSON report and the figure beside it, and prints the table (the chief's part)."""
+    from poisson_tf import evaluation, files
+
     files.write_json(path, report, indent=2)
-    figure = inference.save_figure(examples, os.path.splitext(path)[0] + ".png")
-    print(inference.format_table(report))
+    figure = evaluation.save_figure(examples, os.path.splitext(path)[0] + ".png")
+    print(evaluation.format_table(report))
     print(f"wrote {path} and {figure}")
 
 

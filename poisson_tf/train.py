@@ -52,9 +52,10 @@ def main(argv):
             print(f"nothing to train: the checkpoint in {cfg.run.model_dir} already completed epoch "
                   f"{summary['start_epoch']} of {summary['end_epoch']}; evaluate it with "
                   f"poisson-tf-evaluate --model_dir={cfg.run.model_dir}")
-        for n, value in sorted(trainer.final_rel_l2(summary).items()):
-            print(f"validation rel_l2 at {n}^3: {100 * value:.2f}% ({cfg.data.num_val} samples vs the AMG reference)")
-        print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+        for n, means in sorted(summary["validation_by_resolution"].items()):
+            print(f"validation rel_l2 at {n}^3: {100 * means['rel_l2']:.2f}% ({cfg.data.num_val} samples vs the AMG "
+                  "reference)")
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "validation_by_resolution")}))
 
 
 def run():
