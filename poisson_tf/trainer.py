@@ -27,6 +27,14 @@ class EnergyTrainer(distributed.DataParallelTrainer):
         return logs
 
 
+def make_train_step(network, optimizer):
+    """The step fit runs (EnergyTrainer.train_step: the energy, gradients averaged over workers, the update)
+    as a tf.function of one nu batch [B, N, N, N, 1] -> logs, for timing steps outside fit (benchmarks/)."""
+    energy_trainer = EnergyTrainer(network)
+    energy_trainer.compile(optimizer=optimizer)
+    return tf.function(energy_trainer.train_step)
+
+
 @keras.saving.register_keras_serializable(package="poisson_tf")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from base/warmup_steps to base over warmup_steps steps, then constant."""
