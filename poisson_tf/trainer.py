@@ -1,4 +1,8 @@
-"""The multigrid training loop: energy loss, Horovod data parallelism, checkpoints, validation, TensorBoard."""
+"""The multigrid training loop: energy loss, Horovod data parallelism, checkpoints, validation, TensorBoard.
+
+_train reads as its steps: build the data, build the model, restore, build the callbacks (their order is
+written where the list is built), fit, save. make_train_step hands the same train step to the benchmarks.
+"""
 from __future__ import annotations
 
 import dataclasses
