@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
-    from poisson_tf import config, models, multigrid, trainer
+    from poisson_tf import config, models, trainer
 
     levels = tuple(int(x) for x in args.levels.split(","))
     finest = levels[-1]
@@ -76,7 +76,7 @@ def main() -> None:
             optim=config.OptimConfig(global_batch_size=4, learning_rate=args.learning_rate),
             run=config.RunConfig(model_dir=tempfile.mkdtemp(prefix=f"cycle_{cycle}_"), verbose=0,
                                  val_resolutions=(finest,), threads=0))
-        plan = multigrid.EpochPlan.of(cfg.cycle.visits())
+        plan = cfg.cycle.plan()
         stop = StopAtTarget(plan, 4, 16)
         start = time.perf_counter()
         summary = trainer.train(cfg, extra_callbacks=[stop])

@@ -21,23 +21,19 @@ def child(args) -> None:
     distributed.init(intra_op_threads=1, inter_op_threads=1)
     import tensorflow as tf
 
-    from poisson_tf import fem, fields, models
+    from poisson_tf import fields, models, trainer
 
     import keras
 
     keras.utils.set_random_seed(0)
     network = models.build_model(args.preset)
-    optimizer = keras.optimizers.Adam(1e-3)
+    train_step = trainer.make_train_step(network, keras.optimizers.Adam(1e-3))  # with the gradient allreduce
     coeffs = fields.sample_coeffs(args.batch, seed=1 + distributed.rank())  # different data per worker
     nu = tf.constant(fields.kl_diffusivity(coeffs, args.resolution)[..., None], tf.float32)
     variables = network.trainable_variables
 
-    @tf.function
     def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(fem.energy(network(nu, training=True), nu))
-        grads = distributed.allreduce_gradients(tape.gradient(loss, variables))
-        optimizer.apply(grads, variables)
+        return train_step(nu)
 
     @tf.function
     def allreduce_only():

@@ -3,6 +3,7 @@ matmul's FLOP/s measured in the same run (their ratio is the model's efficiency)
 
 Usage: python benchmarks/bench_throughput.py [--presets small,reference] [--resolutions 32,64] [--precisions float32,bfloat16]
 FLOPs per voxel are counted from the layers (models.flops_per_voxel); a training step is taken as 3x forward.
+The step timed is the package's own (trainer.make_train_step: the train step fit runs).
 """
 import argparse
 import os
@@ -31,7 +32,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from poisson_tf import config, fem, fields, models
+    from poisson_tf import config, fields, models, trainer
 
     peak = {p: matmul_flops(tf.float32 if p == "float32" else tf.bfloat16) for p in args.precisions.split(",")}
     records = []
@@ -40,18 +41,11 @@ def main() -> None:
         for preset in args.presets.split(","):
             network = models.build_model(preset)
             flops = models.flops_per_voxel(network)
-            optimizer = keras.optimizers.Adam(1e-3)
+            step = trainer.make_train_step(network, keras.optimizers.Adam(1e-3))
             for n in map(int, args.resolutions.split(",")):
                 nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(args.batch, seed=0), n)[..., None],
                                  tf.float32)
-
-                @tf.function
-                def step():
-                    with tf.GradientTape() as tape:
-                        loss = tf.reduce_mean(fem.energy(network(nu, training=True), nu))
-                    optimizer.apply(tape.gradient(loss, network.trainable_variables), network.trainable_variables)
-
-                seconds = _common.timed(step, repeats=3)
+                seconds = _common.timed(lambda: step(nu), repeats=3)
                 voxels = args.batch * n ** 3 / seconds
                 achieved = 3 * flops * voxels
                 records.append({"preset": preset, "resolution": n, "precision": precision, "batch": args.batch,

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from poisson_tf import distributed
+from poisson_tf import distributed, evaluation, inference
 from poisson_tf.multigrid import EpochPlan
 
 
@@ -48,11 +48,16 @@ class MultigridCallback(keras.callbacks.Callback):
             logs.update(resolution=expected, level=self.levels[epoch], visit=self.visits[epoch])
 
 
+def log_keys(results: dict) -> dict:
+    """Validation results {N: {metric: value}} as the log and TensorBoard keys eval/res{N}/{metric}."""
+    return {f"eval/res{n}/{name}": value for n, means in results.items() for name, value in means.items()}
+
+
 class Validator:
     """Metrics of the network on validation samples against cached reference solutions, at given resolutions.
 
-    A thin view of inference.evaluate (samples split over workers and gathered, so every worker returns the
-    same numbers), flattened to TensorBoard keys eval/res{N}/{metric}.
+    A thin view of evaluation.evaluate (samples split over workers and gathered, so every worker returns the
+    same numbers): the mean metrics per resolution, {N: {metric: value}}.
     """
 
     def __init__(self, network, coeffs, eta: float, resolutions, store, batch_size: int = 2):
@@ -61,13 +66,10 @@ class Validator:
         self.examples = {}  # resolution -> (nu, u, u_ref) of validation sample 0, on the chief
 
     def run(self) -> dict:
-        from poisson_tf import inference
-
-        report = inference.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.coeffs,
-                                    self.eta, self.resolutions, self.store, self.batch_size, baseline=False)
+        report = evaluation.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.coeffs,
+                                     self.eta, self.resolutions, self.store, self.batch_size, baseline=False)
         self.examples = report["examples"]
-        return {f"eval/res{n}/{name}": value for n, r in report["resolutions"].items()
-                for name, value in r["model"].items()}
+        return {n: r["model"] for n, r in report["resolutions"].items()}
 
 
 class ValidationCallback(keras.callbacks.Callback):
@@ -77,20 +79,21 @@ class ValidationCallback(keras.callbacks.Callback):
         super().__init__()
         self.validator, self.plan, self.every = validator, plan, max(1, every)
         self.visits = plan.visit_of_epoch()
-        self.history = []  # (epoch, results)
+        self.history = []  # (epoch, {resolution: {metric: value}})
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch == self.plan.num_epochs - 1
         if not (last or (self.plan.is_visit_end(epoch) and (self.visits[epoch] + 1) % self.every == 0)):
             return
         results = self.validator.run()
-        bad = sorted(k for k, v in results.items() if not np.isfinite(v))
+        keys = log_keys(results)
+        bad = sorted(k for k, v in keys.items() if not np.isfinite(v))
         if bad:
             raise RuntimeError(f"validation after epoch {epoch} is not finite ({', '.join(bad)}): the weights "
                                "diverged; lower --learning_rate, add --warmup_steps, or use --precision=float32")
         self.history.append((epoch, results))
         if logs is not None:
-            logs.update(results)
+            logs.update(keys)
 
 
 def _slice_image(volume: np.ndarray) -> np.ndarray:

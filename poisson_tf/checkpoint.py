@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from poisson_tf import distributed, hdf5
+from poisson_tf import distributed, files
 
 CHECKPOINT_FILE = "checkpoint.h5"
 FORMAT_VERSION = 1
@@ -28,20 +28,18 @@ class Checkpointer:
 
     def save(self, network, optimizer, state: dict) -> None:
         """Writes the checkpoint on the chief; a no-op on other workers."""
-        import h5py
+        distributed.on_chief(self._write, network, optimizer, state)
 
-        if not distributed.is_chief():
-            return
-        with hdf5.atomic_path(self.path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                for group, variables in (("network", network.variables), ("optimizer", optimizer.variables)):
-                    g = f.create_group(group)
-                    for i, v in enumerate(variables):
-                        d = g.create_dataset(f"{i:05d}", data=np.asarray(v.numpy()))
-                        d.attrs["path"] = v.path
-                f.attrs["state"] = json.dumps(state)
-                f.attrs["fingerprint"] = json.dumps(self.fingerprint, sort_keys=True)
-                f.attrs["format_version"] = FORMAT_VERSION
+    def _write(self, network, optimizer, state: dict) -> None:
+        with files.write_hdf5(self.path) as f:
+            for group, variables in (("network", network.variables), ("optimizer", optimizer.variables)):
+                g = f.create_group(group)
+                for i, v in enumerate(variables):
+                    d = g.create_dataset(f"{i:05d}", data=np.asarray(v.numpy()))
+                    d.attrs["path"] = v.path
+            f.attrs["state"] = json.dumps(state)
+            f.attrs["fingerprint"] = json.dumps(self.fingerprint, sort_keys=True)
+            f.attrs["format_version"] = FORMAT_VERSION
 
     def restore(self, network, optimizer) -> dict:
         """Loads the checkpoint into network and optimizer (building its slots), returns the saved state.

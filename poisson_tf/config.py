@@ -1,26 +1,139 @@
-"""Frozen run configuration, built once from flags and saved to model_dir as JSON (the single source of truth)."""
+"""Frozen run configuration, framework-free: one dataclass per component, validated once, saved to model_dir.
+
+Every field is also a command-line flag of poisson-tf-train: `options()` derives the flags from the dataclasses
+(a new field is one line here), and `override()` applies the ones given by one rule: a value given explicitly
+replaces the saved or preset one. Importing this module loads neither TensorFlow nor Keras.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 
-from poisson_tf import fields, hdf5, multigrid
-from poisson_tf.models import ModelConfig
+from poisson_tf import fields, files, multigrid
 
 CONFIG_FILE = "config.json"
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+NORMALIZATIONS = ("none", "batch", "group", "instance", "layer")
+DOWNSAMPLING = ("conv", "pool")
+UPSAMPLING = ("transpose", "upsample")
+INPUT_FEATURES = ("log_nu", "nu")
+OUTPUT_PRIORS = ("linear", "none")
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu", "tanh")
+
+
+def _field(default, help: str, flag: str = ""):
+    """A config field and the help of its command-line flag (named after the field unless `flag` is given)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the encoder-decoder (see models.build_model).
+
+    The network has `depth` stride-2 levels: level l has width min(base_filters * growth**l, max_filters)
+    (growth applies after the first level). N must be divisible by 2**depth.
+    """
+
+    depth: int = _field(3, "Stride-2 levels of the U-Net (N must be divisible by 2^depth).")
+    base_filters: int = _field(16, "Width of the first level.")
+    growth: float = _field(2.0, "Width factor from one level to the next.")
+    max_filters: int = _field(128, "Width cap of the deepest levels.")
+    kernel_size: int = _field(3, "Convolution kernel size.")
+    extra_convs: int = _field(1, "Same-resolution conv blocks after every down and up step.")
+    downsampling: str = _field("conv", f"Strided conv, or conv + average pooling: {DOWNSAMPLING}.")
+    upsampling: str = _field("transpose", f"Transposed conv, or nearest upsampling + conv: {UPSAMPLING}.")
+    normalization: str = _field("instance", f"Normalization: {NORMALIZATIONS}.")
+    encoder_activation: str = _field("leaky_relu", f"Encoder activation: {ACTIVATIONS}.")
+    decoder_activation: str = _field("relu", f"Decoder activation: {ACTIVATIONS}.")
+    dropout: float = _field(0.0, "Dropout rate.")
+    dropout_levels: int = _field(2, "Dropout on this many deepest encoder levels.")
+    head_kernel_size: int = _field(3, "Kernel size of the output head.")
+    input_features: str = _field("log_nu", f"Input features: {INPUT_FEATURES}.")
+    # log(nu) of the KL family has a spread of about 2 (eta=0.5, w in [-3,3]^4).
+    log_nu_scale: float = _field(2.0, "Divisor of the centred log(nu) feature.")
+    output_prior: str = _field("linear", f"The head predicts a correction to logit(1 - x) (no parameters), or "
+                                         f"not: {OUTPUT_PRIORS}.")
+
+    def __post_init__(self):
+        def need(ok, what, value, valid):
+            if not ok:
+                raise ValueError(f"model {what} must be {valid}, got {value!r}")
+        need(isinstance(self.depth, int) and 1 <= self.depth <= 8, "depth", self.depth, "an integer in 1..8")
+        need(self.base_filters >= 1, "base_filters", self.base_filters, ">= 1")
+        need(self.growth >= 1, "growth", self.growth, ">= 1")
+        need(self.max_filters >= self.base_filters, "max_filters", self.max_filters, ">= base_filters")
+        need(self.kernel_size >= 1, "kernel_size", self.kernel_size, ">= 1")
+        need(self.extra_convs >= 0, "extra_convs", self.extra_convs, ">= 0")
+        need(self.downsampling in DOWNSAMPLING, "downsampling", self.downsampling, f"one of {DOWNSAMPLING}")
+        need(self.upsampling in UPSAMPLING, "upsampling", self.upsampling, f"one of {UPSAMPLING}")
+        need(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
+             f"one of {NORMALIZATIONS}")
+        for name in ("encoder_activation", "decoder_activation"):
+            need(getattr(self, name) in ACTIVATIONS, name, getattr(self, name), f"one of {ACTIVATIONS}")
+        need(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        need(self.input_features in INPUT_FEATURES, "input_features", self.input_features,
+             f"one of {INPUT_FEATURES}")
+        need(self.log_nu_scale > 0, "log_nu_scale", self.log_nu_scale, "> 0")
+        need(self.output_prior in OUTPUT_PRIORS, "output_prior", self.output_prior, f"one of {OUTPUT_PRIORS}")
+
+    @property
+    def multiple(self) -> int:
+        """Every resolution N must be divisible by this (2**depth)."""
+        return 2 ** self.depth
+
+    def filters(self, level: int) -> int:
+        return int(min(self.base_filters * self.growth ** level, self.max_filters))
+
+
+PRESETS = {
+    # The default: ~0.3 s a step at 64^3 (batch 2) on one CPU core. No normalization: instance and group
+    # norm discard the amplitude of the features, and rel_l2 after 320 steps at 32^3 was 10.8% with
+    # instance norm against 3.2% without (benchmarks/ notes).
+    "small": ModelConfig(depth=3, base_filters=8, max_filters=64, kernel_size=3, extra_convs=1,
+                         normalization="none"),
+    # For tests: as small as a U-Net gets.
+    "tiny": ModelConfig(depth=2, base_filters=4, max_filters=8, kernel_size=3, extra_convs=0),
+    # The published 64^3 architecture: five stride-2 4^3 downs (16-32-64-128-128, no bias, non-affine
+    # instance norm, LeakyReLU 0.2, dropout 0.5 on the two deepest), four 4^3 transposed-conv ups with skip
+    # concatenation, then UpSampling3D x2 and a 3^3 conv: 4,163,425 trainable parameters.
+    "reference": ModelConfig(depth=5, base_filters=16, growth=2, max_filters=128, kernel_size=4, extra_convs=0,
+                             normalization="instance", dropout=0.5, dropout_levels=2, output_prior="none"),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named ModelConfig; raises ValueError naming the valid presets."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid presets: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def valid_resolutions(depth: int, up_to: int = 512) -> list:
+    """Resolutions N <= up_to that a network of this depth accepts (multiples of 2**depth)."""
+    step = 2 ** depth
+    return list(range(step, up_to + 1, step))
+
+
+def check_resolution(resolution: int, depth: int) -> int:
+    """Raises ValueError unless resolution is a positive multiple of 2**depth."""
+    step = 2 ** depth
+    if isinstance(resolution, bool) or int(resolution) != resolution or resolution < step or resolution % step:
+        shown = ", ".join(map(str, valid_resolutions(depth, 8 * step)))
+        raise ValueError(f"resolution {resolution!r} cannot pass a depth-{depth} U-Net: N must be a multiple "
+                         f"of 2^{depth} = {step} ({shown}, ...)")
+    return int(resolution)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    num_train: int = 64
-    num_val: int = 8
-    num_terms: int = fields.DEFAULT_NUM_TERMS
-    eta: float = fields.DEFAULT_ETA
-    sampling: str = "sobol"
-    seed: int = 0
-    cache_budget_mb: int = 2048
+    num_train: int = _field(64, "Training samples (KL coefficient vectors).")
+    num_val: int = _field(8, "Validation samples (disjoint from training).")
+    num_terms: int = _field(fields.DEFAULT_NUM_TERMS, "KL terms m.")
+    eta: float = _field(fields.DEFAULT_ETA, "KL correlation length.")
+    sampling: str = _field("sobol", f"Coefficient sampling: {fields.SAMPLING_METHODS}.")
+    seed: int = _field(0, "Seed of the sample sets.", flag="data_seed")
+    cache_budget_mb: int = _field(2048, "Memory for caching generated nu fields per worker.")
 
     def __post_init__(self):
         if self.num_train < 1 or self.num_val < 1:
@@ -31,26 +144,50 @@ class DataConfig:
         fields.kl_roots(self.num_terms)
 
 
+# What a cycle spec ('16:4,32:2,64:1') sets itself: given beside one, these are refused (see override).
+_SPEC_SETS = ("levels", "epochs_per_visit", "num_cycles")
+
+
 @dataclasses.dataclass(frozen=True)
 class CycleConfig:
-    levels: tuple = (16, 32, 64)
-    cycle: str = "half_v"           # a name from multigrid.CYCLES or a spec like '16:4,32:2,64:1'
+    """The multigrid schedule; `plan()` is the one EpochPlan every consumer uses.
+
+    A spec cycle ('resolution:epochs,...') names its own levels: `levels` is derived from it, and
+    `epochs_per_visit` and `num_cycles` apply to named cycles only.
+    """
+
+    levels: tuple = _field((16, 32, 64), "Training resolutions, coarse to fine (a cycle spec sets its own).")
+    cycle: str = _field("half_v", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' "
+                                  "(resolution:epochs of every visit).")
     # One value for all levels, or one per level. The demo default: most steps on the cheap coarse grids.
-    epochs_per_visit: tuple = (60, 30, 40)
-    num_cycles: int = 1
+    epochs_per_visit: tuple = _field((60, 30, 40), "Epochs per visit of a named cycle: one value, or one per "
+                                                   "level (coarse to fine).")
+    num_cycles: int = _field(1, "How many times a named cycle runs.")
+
+    def __post_init__(self):
+        epochs = self.epochs_per_visit[0] if len(self.epochs_per_visit) == 1 else list(self.epochs_per_visit)
+        plan = multigrid.EpochPlan.of(multigrid.build_schedule(self.cycle, self.levels, epochs, self.num_cycles))
+        if multigrid.is_spec(self.cycle):
+            object.__setattr__(self, "levels", tuple(plan.resolutions))
+        object.__setattr__(self, "_plan", plan)  # derived once, with the validation it implies
+
+    def plan(self) -> multigrid.EpochPlan:
+        """The epoch plan of this schedule (the same object on every call)."""
+        return self._plan
 
     def visits(self) -> list:
-        epochs = self.epochs_per_visit[0] if len(self.epochs_per_visit) == 1 else list(self.epochs_per_visit)
-        return multigrid.build_schedule(self.cycle, self.levels, epochs, self.num_cycles)
+        return list(self._plan.visits)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    global_batch_size: int = 4
-    learning_rate: float = 2e-3
-    scale_lr_by_workers: bool = False
-    warmup_steps: int = 0
-    precision: str = "float32"      # float32, bfloat16 (CPU or GPU) or float16 (GPU, with loss scaling)
+    global_batch_size: int = _field(4, "Samples per step over all workers (split evenly).")
+    learning_rate: float = _field(2e-3, "Adam learning rate.")
+    scale_lr_by_workers: bool = _field(False, "Multiply the learning rate by the number of workers.")
+    warmup_steps: int = _field(0, "Linear learning-rate warmup steps.")
+    precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)}: "
+                                       "bfloat16 (GPU) or float16 (GPU, with loss scaling); the energy is "
+                                       "always accumulated in float32.")
 
     def __post_init__(self):
         if self.global_batch_size < 1:
@@ -65,24 +202,40 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    model_dir: str = "runs/demo"
-    seed: int = 0
-    validate_every: int = 1         # validate every this many visits (and always at the end)
-    val_resolutions: tuple = ()     # () = the training levels
-    reference_cache: str = ""       # "" = ~/.cache/poisson_tf/references
-    threads: int = 0                # TF intra-op threads per worker; 0 = cores / workers on the host
-    deterministic: bool = False
-    verbose: int = 2
+    model_dir: str = _field("runs/demo", "Directory for config, checkpoint, TensorBoard logs and the model.")
+    seed: int = _field(0, "Seed of initialization, dropout and data order.")
+    validate_every: int = _field(1, "Validate at the end of every this many visits (and at the end).")
+    val_resolutions: tuple = _field((), "Resolutions to validate at (default: the trained resolutions).")
+    reference_cache: str = _field("", "Directory of cached reference solutions (default "
+                                      "~/.cache/poisson_tf/references).")
+    threads: int = _field(0, "TF intra-op threads per worker (0: cores on the host / workers on the host).")
+    deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise-reproducible resume).")
+    verbose: int = _field(2, "Keras verbosity on the chief: 0 silent, 1 progress bar, 2 a line per epoch.")
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "cycle": CycleConfig, "optim": OptimConfig,
+             "run": RunConfig}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "small"
+    """The whole run; each component gets only its own part (build_model(cfg.model), ...)."""
+
+    preset: str = _field("small", f"Model preset, one of {sorted(PRESETS)}; model flags (--depth, ...) "
+                                  "override its fields.")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     cycle: CycleConfig = CycleConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
+
+    def __post_init__(self):
+        # Each section checked its own fields; these rules join two of them.
+        for n in self.cycle.plan().resolutions + list(self.run.val_resolutions):
+            check_resolution(n, self.model.depth)
+        if self.data.num_train < self.optim.global_batch_size:
+            raise ValueError(f"num_train ({self.data.num_train}) must hold at least one global batch "
+                             f"({self.optim.global_batch_size})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,14 +243,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         def build(kind, values):
-            fields_ = {f.name: f for f in dataclasses.fields(kind)}
-            unknown = set(values) - set(fields_)
+            names = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - names
             if unknown:
                 raise ValueError(f"unknown {kind.__name__} keys {sorted(unknown)} in the saved config")
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-        return cls(preset=d.get("preset", "small"), model=build(ModelConfig, d["model"]),
-                   data=build(DataConfig, d["data"]), cycle=build(CycleConfig, d["cycle"]),
-                   optim=build(OptimConfig, d["optim"]), run=build(RunConfig, d["run"]))
+        return cls(preset=d.get("preset", "small"),
+                   **{section: build(kind, d[section]) for section, kind in _SECTIONS.items()})
 
     def fingerprint(self) -> dict:
         """What a checkpoint must share with the run that resumes it."""
@@ -106,11 +258,7 @@ class TrainConfig:
                 "global_batch_size": d["optim"]["global_batch_size"], "precision": d["optim"]["precision"]}
 
     def save(self, model_dir: str) -> str:
-        path = os.path.join(model_dir, CONFIG_FILE)
-        with hdf5.atomic_path(path) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-        return path
+        return files.write_json(os.path.join(model_dir, CONFIG_FILE), self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, model_dir: str) -> "TrainConfig":
@@ -119,3 +267,77 @@ class TrainConfig:
             raise ValueError(f"{model_dir!r} holds no {CONFIG_FILE}: not a poisson_tf model_dir")
         with open(path) as f:
             return cls.from_dict(json.load(f))
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One config field as a command-line flag."""
+
+    flag: str       # the flag's name: the field's, or its metadata's `flag`
+    path: str       # "preset" or "<section>.<field>", e.g. "model.depth"
+    kind: str       # "int", "float", "str", "bool" or "tuple" (of ints, a comma-separated list)
+    default: object  # shown by --help; None for model fields (the preset's)
+    help: str
+
+    def parse(self, value):
+        """A flag's value as the field takes it (comma-separated strings -> a tuple of ints)."""
+        if self.kind != "tuple":
+            return value
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--{self.flag} must be a comma-separated list of integers, got "
+                             f"{','.join(map(str, value))}") from None
+
+
+def _option(path: str, field: dataclasses.Field, default) -> Option:
+    return Option(field.metadata["flag"] or field.name, path, field.type, default, field.metadata["help"])
+
+
+def options() -> list:
+    """Every config field as a flag, derived from the dataclasses: preset, then model, data, cycle, optim, run."""
+    defaults = TrainConfig()
+    out = [_option("preset", next(f for f in dataclasses.fields(TrainConfig) if f.name == "preset"),
+                   defaults.preset)]
+    for section, kind in _SECTIONS.items():
+        for f in dataclasses.fields(kind):
+            default = None if section == "model" else getattr(getattr(defaults, section), f.name)
+            out.append(_option(f"{section}.{f.name}", f, default))
+    return out
+
+
+def override(values: dict, saved: TrainConfig | None = None) -> TrainConfig:
+    """The one override rule: a value given replaces the saved or preset one.
+
+    The starting point is `saved` (a resumed run), or else the defaults with the named preset's model; a
+    given `preset` replaces the whole model first, then model fields given replace its fields.
+
+    Args:
+      values: path -> value of the fields given explicitly, e.g. {"preset": "tiny", "model.depth": 2,
+        "cycle.levels": ["8", "16"]} (tuple fields may come as lists of strings).
+      saved: the configuration to continue from, or None.
+
+    Raises:
+      ValueError: an unknown path, a value a field refuses, or levels, epochs_per_visit or num_cycles given
+        beside a cycle spec (the spec sets them).
+    """
+    by_path = {o.path: o for o in options()}
+    unknown = sorted(set(values) - set(by_path))
+    if unknown:
+        raise ValueError(f"unknown configuration fields {unknown}; valid: {sorted(by_path)}")
+    given = {path: by_path[path].parse(value) for path, value in values.items()}
+    base = saved or TrainConfig()
+    name = given.get("preset", base.preset)
+    cycle = given.get("cycle.cycle", base.cycle.cycle)
+    beside = [f"--{by_path['cycle.' + f].flag}" for f in _SPEC_SETS if "cycle." + f in given]
+    if multigrid.is_spec(cycle) and beside:
+        raise ValueError(f"{', '.join(beside)} cannot be given with the cycle spec {cycle!r}: the spec sets the "
+                         f"levels and the epochs of every visit itself; drop {', '.join(beside)}, or use a named "
+                         f"cycle {multigrid.CYCLES}")
+    sections = {section: getattr(base, section) for section in _SECTIONS}
+    if saved is None or "preset" in given:
+        sections["model"] = preset(name)
+    for section, current in sections.items():
+        fields_ = {path.partition(".")[2]: value for path, value in given.items() if path.startswith(section + ".")}
+        sections[section] = dataclasses.replace(current, **fields_)
+    return TrainConfig(preset=name, **sections)

@@ -1,14 +1,12 @@
-"""Training/validation sample sets, tf.data pipelines per resolution, and the cached reference solutions."""
+"""Training/validation sample sets and the tf.data pipelines: per resolution, and the whole multigrid cycle."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 
 import numpy as np
 import tensorflow as tf
 
-from poisson_tf import fields, hdf5
+from poisson_tf import fields, files
 
 DEFAULT_CACHE_BUDGET_BYTES = 2 * 1024 ** 3
 
@@ -33,13 +31,10 @@ class SampleSet:
 
     def save(self, path: str) -> str:
         """Writes the set to HDF5 (dataset `coeffs`, attributes eta, num_terms, method, seed, role); atomic."""
-        import h5py
-
-        with hdf5.atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("coeffs", data=self.coeffs)
-                f.attrs.update(eta=self.eta, num_terms=self.num_terms, method=self.method, seed=self.seed,
-                               role=self.role)
+        with files.write_hdf5(path) as f:
+            f.create_dataset("coeffs", data=self.coeffs)
+            f.attrs.update(eta=self.eta, num_terms=self.num_terms, method=self.method, seed=self.seed,
+                           role=self.role)
         return path
 
     @classmethod
@@ -130,46 +125,6 @@ def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, e
 
     ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(one_epoch)
     return ds.prefetch(tf.data.AUTOTUNE), num_local // per_worker
-
-
-class ReferenceStore:
-    """Reference solutions by the AMG solver, computed once per (coefficients, eta, N) and cached in HDF5.
-
-    One file per sample and resolution, named by a hash of its key, written atomically: safe to share
-    between runs and workers.
-    """
-
-    def __init__(self, directory: str, rtol: float = 1e-10):
-        self.directory = directory
-        self.rtol = rtol
-
-    def path(self, coeffs, eta: float, resolution: int) -> str:
-        key = np.asarray(coeffs, np.float64).tobytes() + np.float64(eta).tobytes() + np.int64(resolution).tobytes()
-        return os.path.join(self.directory, f"ref_N{resolution}_{hashlib.sha1(key).hexdigest()[:20]}.h5")
-
-    def get(self, coeffs, eta: float, resolution: int):
-        """(nu, u_ref), each [N, N, N] float64, solving and caching on first use."""
-        from poisson_tf import reference
-
-        path = self.path(coeffs, eta, resolution)
-        if os.path.exists(path):
-            try:
-                data, attrs = hdf5.read_fields(path, ("nu", "u_ref"))
-                if np.array_equal(attrs["coeffs"], np.asarray(coeffs, np.float64)) and attrs["eta"] == eta:
-                    return data["nu"], data["u_ref"]
-            except ValueError:
-                pass  # unreadable cache entry: solve again and overwrite it
-        nu = fields.kl_diffusivity(coeffs, resolution, eta)
-        u_ref, record = reference.solve(nu, rtol=self.rtol)
-        hdf5.write_fields(path, {"nu": nu, "u_ref": u_ref}, eta=eta, coeffs=np.asarray(coeffs, np.float64),
-                          xdmf=False, attrs={"iterations": record.iterations,
-                                             "relative_residual": record.relative_residual})
-        return nu, u_ref
-
-    def get_many(self, coeffs: np.ndarray, eta: float, resolution: int):
-        """(nu, u_ref) stacked over samples, [B, N, N, N] each."""
-        pairs = [self.get(c, eta, resolution) for c in np.asarray(coeffs)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def multigrid_dataset(plan, coeffs: np.ndarray, global_batch_size: int, eta: float = fields.DEFAULT_ETA,

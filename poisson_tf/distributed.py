@@ -109,6 +109,11 @@ def is_chief() -> bool:
     return rank() == 0
 
 
+def on_chief(fn, *args, **kwargs):
+    """fn(*args, **kwargs) on the chief only: the one way the package writes files; None on other workers."""
+    return fn(*args, **kwargs) if is_chief() else None
+
+
 def allreduce_gradients(grads: list) -> list:
     """Averages a list of gradient tensors over workers in one grouped allreduce (graph-safe).
 

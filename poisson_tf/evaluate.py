@@ -1,7 +1,6 @@
 """poisson-tf-evaluate: a trained solver against the AMG reference at several resolutions (JSON, PNG, table)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -19,7 +18,7 @@ flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/r
 
 def main(argv):
     del argv
-    from poisson_tf import config, data, distributed, inference, models, trainer
+    from poisson_tf import config, data, distributed, evaluation, inference, reference
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     try:
@@ -27,32 +26,33 @@ def main(argv):
         model = inference.load_solver(FLAGS.model_dir)
         samples = data.SampleSet.load(FLAGS.samples or os.path.join(FLAGS.model_dir, "val_samples.h5"),
                                       num_terms=cfg.data.num_terms)
-        trained = sorted(set(cfg.cycle.levels))
+        trained = cfg.cycle.plan().resolutions  # what the run trained (a spec cycle names its own levels)
         try:
             resolutions = [int(r) for r in FLAGS.resolutions] or trained + [2 * trained[-1]]
         except ValueError:
             raise ValueError(f"--resolutions must be integers, got {FLAGS.resolutions}") from None
         for n in resolutions:
-            models.check_resolution(n, cfg.model.depth)
+            config.check_resolution(n, cfg.model.depth)
         coeffs = samples.coeffs[:FLAGS.num_samples or None]
-        store = data.ReferenceStore(FLAGS.reference_cache) if FLAGS.reference_cache else trainer.reference_store(cfg)
-        report = inference.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
-                                    resolutions, store, FLAGS.batch_size, trained)
+        store = reference.ReferenceStore(FLAGS.reference_cache or cfg.run.reference_cache)
+        report = evaluation.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
+                                     resolutions, store, FLAGS.batch_size, trained)
     except ValueError as e:
         sys.exit(f"poisson-tf-evaluate: error: {e}")
-    if not distributed.is_chief():
-        return
     path = FLAGS.report or os.path.join(FLAGS.model_dir, "eval", "report.json")
     examples = report.pop("examples")
     report.update(model_dir=os.path.abspath(FLAGS.model_dir), trained_resolutions=trained, eta=samples.eta,
                   workers=distributed.size())
-    from poisson_tf.hdf5 import atomic_path
+    distributed.on_chief(_publish, report, examples, path)
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-    figure = inference.save_figure(examples, os.path.splitext(path)[0] + ".png")
-    print(inference.format_table(report))
+
+def _publish(report: dict, examples: dict, path: str) -> None:
+    """Writes the JSON report and the figure beside it, and prints the table (the chief's part)."""
+    from poisson_tf import evaluation, files
+
+    files.write_json(path, report, indent=2)
+    figure = evaluation.save_figure(examples, os.path.splitext(path)[0] + ".png")
+    print(evaluation.format_table(report))
     print(f"wrote {path} and {figure}")
 
 

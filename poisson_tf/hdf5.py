@@ -1,36 +1,13 @@
-"""HDF5 field files with an XDMF sidecar for ParaView (DESIGN.md section 9); every write is atomic."""
+"""HDF5 field files (nu, u, u_ref) with an XDMF sidecar for ParaView (DESIGN.md section 9), written atomically."""
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from typing import Iterator
 
 import numpy as np
 
+from poisson_tf import files
+
 FIELD_NAMES = ("nu", "u", "u_ref")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, suffix: str = ".tmp") -> Iterator[str]:
-    """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
-
-    A crash mid-write leaves the previous file intact, never a truncated one.
-
-    Args:
-      path: the final file.
-      suffix: ending of the temporary name (e.g. ".keras" for writers that insist on an extension).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _field_shape(name: str, array: np.ndarray) -> tuple:
@@ -55,8 +32,6 @@ def write_fields(path: str, fields: dict, eta: float | None = None, coeffs=None,
     Returns:
       the path written.
     """
-    import h5py
-
     if not fields:
         raise ValueError("write_fields needs at least one field")
     arrays = {name: np.asarray(value) for name, value in fields.items()}
@@ -64,15 +39,14 @@ def write_fields(path: str, fields: dict, eta: float | None = None, coeffs=None,
     if len(set(shapes.values())) != 1:
         raise ValueError(f"all fields must have one shape, got {shapes}")
     shape = next(iter(shapes.values()))
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for name, array in arrays.items():
-                f.create_dataset(name, data=array, compression="gzip", compression_opts=1, shuffle=True)
-            f.attrs["resolution"] = shape[-1]
-            f.attrs["eta"] = np.nan if eta is None else float(eta)
-            f.attrs["coeffs"] = np.asarray([] if coeffs is None else coeffs, dtype=np.float64)
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
+    with files.write_hdf5(path) as f:
+        for name, array in arrays.items():
+            f.create_dataset(name, data=array, compression="gzip", compression_opts=1, shuffle=True)
+        f.attrs["resolution"] = shape[-1]
+        f.attrs["eta"] = np.nan if eta is None else float(eta)
+        f.attrs["coeffs"] = np.asarray([] if coeffs is None else coeffs, dtype=np.float64)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
     if xdmf:
         write_xdmf(path, {name: (a.shape, a.dtype) for name, a in arrays.items()})
     return path
@@ -138,11 +112,7 @@ def write_xdmf(h5_path: str, datasets: dict) -> str:
                          + ['    </Grid>'])
     text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n  <Domain>\n'
             f'{body}\n  </Domain>\n</Xdmf>\n')
-    path = xdmf_path(h5_path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-    return path
+    return files.write_text(xdmf_path(h5_path), text)
 
 
 def read_fields(path: str, names=("nu",)) -> tuple:

@@ -1,116 +1,13 @@
 """Resolution-agnostic 3D convolutional encoder-decoder (U-Net) solvers nu -> u (Keras 3)."""
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from poisson_tf import fem
-
-NORMALIZATIONS = ("none", "batch", "group", "instance", "layer")
-DOWNSAMPLING = ("conv", "pool")
-UPSAMPLING = ("transpose", "upsample")
-INPUT_FEATURES = ("log_nu", "nu")
-OUTPUT_PRIORS = ("linear", "none")
-ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu", "tanh")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of the encoder-decoder (see build_model).
-
-    The network has `depth` stride-2 levels: level l has width min(base_filters * growth**l, max_filters)
-    (growth applies after the first level). N must be divisible by 2**depth.
-    """
-
-    depth: int = 3
-    base_filters: int = 16
-    growth: float = 2.0
-    max_filters: int = 128
-    kernel_size: int = 3
-    extra_convs: int = 1            # same-resolution conv blocks after every down and up step
-    downsampling: str = "conv"      # strided conv, or conv + average pooling
-    upsampling: str = "transpose"   # transposed conv, or nearest upsampling + conv
-    normalization: str = "instance"
-    encoder_activation: str = "leaky_relu"
-    decoder_activation: str = "relu"
-    dropout: float = 0.0
-    dropout_levels: int = 2         # dropout on this many deepest encoder levels
-    head_kernel_size: int = 3
-    input_features: str = "log_nu"
-    log_nu_scale: float = 2.0       # log(nu) of the KL family has a spread of about 2 (eta=0.5, w in [-3,3]^4)
-    output_prior: str = "linear"    # the head predicts a correction to logit(1 - x) (no parameters); or "none"
-
-    def __post_init__(self):
-        def need(ok, what, value, valid):
-            if not ok:
-                raise ValueError(f"model {what} must be {valid}, got {value!r}")
-        need(isinstance(self.depth, int) and 1 <= self.depth <= 8, "depth", self.depth, "an integer in 1..8")
-        need(self.base_filters >= 1, "base_filters", self.base_filters, ">= 1")
-        need(self.growth >= 1, "growth", self.growth, ">= 1")
-        need(self.max_filters >= self.base_filters, "max_filters", self.max_filters, ">= base_filters")
-        need(self.kernel_size >= 1, "kernel_size", self.kernel_size, ">= 1")
-        need(self.extra_convs >= 0, "extra_convs", self.extra_convs, ">= 0")
-        need(self.downsampling in DOWNSAMPLING, "downsampling", self.downsampling, f"one of {DOWNSAMPLING}")
-        need(self.upsampling in UPSAMPLING, "upsampling", self.upsampling, f"one of {UPSAMPLING}")
-        need(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
-             f"one of {NORMALIZATIONS}")
-        for name in ("encoder_activation", "decoder_activation"):
-            need(getattr(self, name) in ACTIVATIONS, name, getattr(self, name), f"one of {ACTIVATIONS}")
-        need(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
-        need(self.input_features in INPUT_FEATURES, "input_features", self.input_features,
-             f"one of {INPUT_FEATURES}")
-        need(self.log_nu_scale > 0, "log_nu_scale", self.log_nu_scale, "> 0")
-        need(self.output_prior in OUTPUT_PRIORS, "output_prior", self.output_prior, f"one of {OUTPUT_PRIORS}")
-
-    @property
-    def multiple(self) -> int:
-        """Every resolution N must be divisible by this (2**depth)."""
-        return 2 ** self.depth
-
-    def filters(self, level: int) -> int:
-        return int(min(self.base_filters * self.growth ** level, self.max_filters))
-
-
-PRESETS = {
-    # The default: ~0.3 s a step at 64^3 (batch 2) on one CPU core. No normalization: instance and group
-    # norm discard the amplitude of the features, and rel_l2 after 320 steps at 32^3 was 10.8% with
-    # instance norm against 3.2% without (benchmarks/ notes).
-    "small": ModelConfig(depth=3, base_filters=8, max_filters=64, kernel_size=3, extra_convs=1,
-                         normalization="none"),
-    # For tests: as small as a U-Net gets.
-    "tiny": ModelConfig(depth=2, base_filters=4, max_filters=8, kernel_size=3, extra_convs=0),
-    # The published 64^3 architecture: five stride-2 4^3 downs (16-32-64-128-128, no bias, non-affine
-    # instance norm, LeakyReLU 0.2, dropout 0.5 on the two deepest), four 4^3 transposed-conv ups with skip
-    # concatenation, then UpSampling3D x2 and a 3^3 conv: 4,163,425 trainable parameters.
-    "reference": ModelConfig(depth=5, base_filters=16, growth=2, max_filters=128, kernel_size=4, extra_convs=0,
-                             normalization="instance", dropout=0.5, dropout_levels=2, output_prior="none"),
-}
-
-
-def preset(name: str) -> ModelConfig:
-    """The named ModelConfig; raises ValueError naming the valid presets."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; valid presets: {sorted(PRESETS)}")
-    return PRESETS[name]
-
-
-def valid_resolutions(depth: int, up_to: int = 512) -> list:
-    """Resolutions N <= up_to that a network of this depth accepts (multiples of 2**depth)."""
-    step = 2 ** depth
-    return list(range(step, up_to + 1, step))
-
-
-def check_resolution(resolution: int, depth: int) -> int:
-    """Raises ValueError unless resolution is a positive multiple of 2**depth."""
-    step = 2 ** depth
-    if isinstance(resolution, bool) or int(resolution) != resolution or resolution < step or resolution % step:
-        shown = ", ".join(map(str, valid_resolutions(depth, 8 * step)))
-        raise ValueError(f"resolution {resolution!r} cannot pass a depth-{depth} U-Net: N must be a multiple "
-                         f"of 2^{depth} = {step} ({shown}, ...)")
-    return int(resolution)
+# The architecture's configuration, its presets and the resolution rule live in the framework-free config module.
+from poisson_tf.config import PRESETS, ModelConfig, check_resolution, preset, valid_resolutions  # noqa: F401
 
 
 @keras.saving.register_keras_serializable(package="poisson_tf")

@@ -109,16 +109,43 @@ def parse_spec(spec: str) -> list:
     return [Visit(resolutions.index(r), r, e) for r, e in visits]
 
 
+def is_spec(cycle: str) -> bool:
+    """True for a custom sequence 'resolution:epochs,...' (it names its own levels and epochs), False for a name."""
+    return ":" in cycle
+
+
 def build_schedule(cycle: str, resolutions: Sequence[int], epochs_per_visit=1, num_cycles: int = 1) -> list:
-    """schedule() for a named cycle, parse_spec() for a spec containing ':' (its own levels and epochs)."""
-    return parse_spec(cycle) if ":" in cycle else schedule(cycle, resolutions, epochs_per_visit, num_cycles)
+    """schedule() for a named cycle, parse_spec() for a spec (its own levels and epochs; the rest is unused)."""
+    return parse_spec(cycle) if is_spec(cycle) else schedule(cycle, resolutions, epochs_per_visit, num_cycles)
+
+
+def _table():
+    return dataclasses.field(init=False, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class EpochPlan:
-    """Where every epoch of a schedule stands: the per-epoch view a training loop executes."""
+    """Where every epoch of a schedule stands: the per-epoch view a training loop executes.
+
+    The per-epoch tables are computed once, when the plan is made; the methods hand out copies.
+    """
 
     visits: tuple
+    _visit_of_epoch: tuple = _table()
+    _resolutions: tuple = _table()
+    _levels: tuple = _table()
+    _visit_ends: frozenset = _table()
+
+    def __post_init__(self):
+        visits = tuple(self.visits)
+        of_epoch = tuple(i for i, v in enumerate(visits) for _ in range(v.epochs))
+        tables = {"visits": visits, "_visit_of_epoch": of_epoch,
+                  "_resolutions": tuple(visits[i].resolution for i in of_epoch),
+                  "_levels": tuple(visits[i].level for i in of_epoch),
+                  "_visit_ends": frozenset(e for e, (i, j) in enumerate(zip(of_epoch, of_epoch[1:] + (None,)))
+                                           if i != j)}
+        for name, value in tables.items():
+            object.__setattr__(self, name, value)  # a frozen dataclass: set once, here
 
     @classmethod
     def of(cls, visits: Sequence[Visit]) -> "EpochPlan":
@@ -126,7 +153,7 @@ class EpochPlan:
 
     @property
     def num_epochs(self) -> int:
-        return sum(v.epochs for v in self.visits)
+        return len(self._visit_of_epoch)
 
     @property
     def resolutions(self) -> list:
@@ -135,16 +162,16 @@ class EpochPlan:
 
     def visit_of_epoch(self) -> list:
         """Visit index of every epoch."""
-        return [i for i, v in enumerate(self.visits) for _ in range(v.epochs)]
+        return list(self._visit_of_epoch)
 
     def epoch_resolutions(self) -> list:
         """Resolution trained in every epoch."""
-        return [self.visits[i].resolution for i in self.visit_of_epoch()]
+        return list(self._resolutions)
 
     def epoch_levels(self) -> list:
-        return [self.visits[i].level for i in self.visit_of_epoch()]
+        """Level index (0 = coarsest) trained in every epoch."""
+        return list(self._levels)
 
     def is_visit_end(self, epoch: int) -> bool:
         """True when `epoch` (0-based) is the last epoch of its visit."""
-        visits = self.visit_of_epoch()
-        return epoch == len(visits) - 1 or visits[epoch + 1] != visits[epoch]
+        return epoch in self._visit_ends

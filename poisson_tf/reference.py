@@ -1,14 +1,16 @@
-"""Sparse Q1 assembly and the AMG-preconditioned CG reference solver of DESIGN.md section 5."""
+"""Sparse Q1 assembly, the AMG-preconditioned CG reference solver of DESIGN.md section 5, and its solution cache."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import time
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from poisson_tf import q1
+from poisson_tf import fields, hdf5, q1
 from poisson_tf.fields import check_diffusivity
 
 _VALUES = q1.shape_values()        # [a, q]
@@ -192,3 +194,48 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
     record = SolveRecord(n, iterations[0], float(residual), time.perf_counter() - start, setup_seconds,
                          float(initial), rtol, energy_of(u))
     return u.reshape(n, n, n), record
+
+
+def default_cache_dir() -> str:
+    """Where reference solutions are cached unless a directory is given: $POISSON_TF_CACHE/references
+    (default ~/.cache/poisson_tf/references), shared by training runs, evaluation and benchmarks."""
+    root = os.environ.get("POISSON_TF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "poisson_tf"))
+    return os.path.join(root, "references")
+
+
+class ReferenceStore:
+    """Reference solutions by the AMG solver, computed once per (coefficients, eta, N) and cached in HDF5.
+
+    One file per sample and resolution, named by a hash of its key, written atomically: safe to share
+    between runs and workers.
+    """
+
+    def __init__(self, directory: str = "", rtol: float = 1e-10):
+        self.directory = directory or default_cache_dir()
+        self.rtol = rtol
+
+    def path(self, coeffs, eta: float, resolution: int) -> str:
+        key = np.asarray(coeffs, np.float64).tobytes() + np.float64(eta).tobytes() + np.int64(resolution).tobytes()
+        return os.path.join(self.directory, f"ref_N{resolution}_{hashlib.sha1(key).hexdigest()[:20]}.h5")
+
+    def get(self, coeffs, eta: float, resolution: int):
+        """(nu, u_ref), each [N, N, N] float64, solving and caching on first use."""
+        path = self.path(coeffs, eta, resolution)
+        if os.path.exists(path):
+            try:
+                data, attrs = hdf5.read_fields(path, ("nu", "u_ref"))
+                if np.array_equal(attrs["coeffs"], np.asarray(coeffs, np.float64)) and attrs["eta"] == eta:
+                    return data["nu"], data["u_ref"]
+            except ValueError:
+                pass  # unreadable cache entry: solve again and overwrite it
+        nu = fields.kl_diffusivity(coeffs, resolution, eta)
+        u_ref, record = solve(nu, rtol=self.rtol)
+        hdf5.write_fields(path, {"nu": nu, "u_ref": u_ref}, eta=eta, coeffs=np.asarray(coeffs, np.float64),
+                          xdmf=False, attrs={"iterations": record.iterations,
+                                             "relative_residual": record.relative_residual})
+        return nu, u_ref
+
+    def get_many(self, coeffs: np.ndarray, eta: float, resolution: int):
+        """(nu, u_ref) stacked over samples, [B, N, N, N] each."""
+        pairs = [self.get(c, eta, resolution) for c in np.asarray(coeffs)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

@@ -1,14 +1,17 @@
-"""The multigrid training loop: energy loss, Horovod data parallelism, checkpoints, validation, TensorBoard."""
+"""The multigrid training loop: energy loss, Horovod data parallelism, checkpoints, validation, TensorBoard.
+
+_train reads as its steps: build the data, build the model, restore, build the callbacks (their order is
+written where the list is built), fit, save. make_train_step hands the same train step to the benchmarks.
+"""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
 import tensorflow as tf
 
-from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, models, multigrid
+from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, files, inference, models, reference
 
 
 def energy_loss(network, nu, training):
@@ -28,6 +31,14 @@ class EnergyTrainer(distributed.DataParallelTrainer):
         return logs
 
 
+def make_train_step(network, optimizer):
+    """The step fit runs (EnergyTrainer.train_step: the energy, gradients averaged over workers, the update)
+    as a tf.function of one nu batch [B, N, N, N, 1] -> logs, for timing steps outside fit (benchmarks/)."""
+    energy_trainer = EnergyTrainer(network)
+    energy_trainer.compile(optimizer=optimizer)
+    return tf.function(energy_trainer.train_step)
+
+
 @keras.saving.register_keras_serializable(package="poisson_tf")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from base/warmup_steps to base over warmup_steps steps, then constant."""
@@ -45,13 +56,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"base": self.base, "warmup_steps": self.warmup_steps}
 
 
-def reference_store(cfg: config.TrainConfig) -> data.ReferenceStore:
-    directory = cfg.run.reference_cache or os.path.join(
-        os.environ.get("POISSON_TF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "poisson_tf")),
-        "references")
-    return data.ReferenceStore(directory)
-
-
 _CPU_PRECISION_ERRORS = {
     "bfloat16": "--precision=bfloat16 is refused on CPU: TensorFlow 2.18's oneDNN bfloat16 Conv3D gradients come "
                 "out corrupted on this stack (measured: gradients ~1e35 after a few steps, then NaN weights), and "
@@ -62,20 +66,17 @@ _CPU_PRECISION_ERRORS = {
 }
 
 
-def validate_config(cfg: config.TrainConfig) -> multigrid.EpochPlan:
-    """Checks everything that can be checked before training; returns the plan. Raises ValueError."""
-    plan = multigrid.EpochPlan.of(cfg.cycle.visits())
-    for n in plan.resolutions + list(cfg.run.val_resolutions):
-        models.check_resolution(n, cfg.model.depth)
+def check_runtime(cfg: config.TrainConfig) -> None:
+    """What the configuration (validated when built) cannot check alone: the workers and the device.
+
+    Raises:
+      ValueError: a global batch the workers cannot split evenly, or 16-bit precision on a CPU.
+    """
     distributed.split_batch(cfg.optim.global_batch_size)
-    if cfg.data.num_train < cfg.optim.global_batch_size:
-        raise ValueError(f"num_train ({cfg.data.num_train}) must hold at least one global batch "
-                         f"({cfg.optim.global_batch_size})")
     if (cfg.optim.precision != "float32" and not tf.config.list_physical_devices("GPU")
             and os.environ.get("POISSON_TF_ALLOW_CPU_MIXED_PRECISION") != "1"):
         raise ValueError(_CPU_PRECISION_ERRORS[cfg.optim.precision]
                          + " (POISSON_TF_ALLOW_CPU_MIXED_PRECISION=1 overrides this check)")
-    return plan
 
 
 def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
@@ -98,64 +99,102 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
       extra_callbacks: more Keras callbacks, run after the package's own.
     """
     distributed.init(intra_op_threads=cfg.run.threads, inter_op_threads=0 if cfg.run.threads == 0 else 1)
-    plan = validate_config(cfg)
+    plan = cfg.cycle.plan()
+    check_runtime(cfg)
     if cfg.run.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.run.seed)
-    model_dir = cfg.run.model_dir
-    if distributed.is_chief():
-        os.makedirs(model_dir, exist_ok=True)
-        cfg.save(model_dir)
+
+    train_set, val_set = _build_data(cfg)
+    network, energy_trainer = _build_model(cfg)
+    checkpointer = checkpoint.Checkpointer(cfg.run.model_dir, cfg.fingerprint())
+    start_epoch = _restore_on_chief(checkpointer, network, energy_trainer.optimizer)["epoch"] + 1 if resume else 0
+    end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
+    cycle_cb, validation_cb, cbs = _build_callbacks(cfg, plan, network, val_set, checkpointer, extra_callbacks)
+
+    summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size()}
+    if start_epoch < end_epoch:
+        summary["history"] = _fit(cfg, plan, energy_trainer, train_set, start_epoch, end_epoch, cbs)
+    results = validation_cb.history[-1][1] if validation_cb.history else {}  # {resolution: {metric: value}}
+    summary.update(trained_resolutions=[r for _, r in cycle_cb.recorded], validation=callbacks.log_keys(results),
+                   validation_by_resolution=results)
+    if end_epoch == plan.num_epochs:
+        distributed.on_chief(_save_results, cfg.run.model_dir, network, summary)
+    return summary
+
+
+def _build_data(cfg: config.TrainConfig):
+    """The disjoint training and validation sample sets; the chief saves them and the config to model_dir."""
     train_set, val_set = data.make_sample_sets(cfg.data.num_train, cfg.data.num_val, cfg.data.num_terms,
                                                cfg.data.eta, cfg.data.sampling, cfg.data.seed)
-    if distributed.is_chief():
-        train_set.save(os.path.join(model_dir, "train_samples.h5"))
-        val_set.save(os.path.join(model_dir, "val_samples.h5"))
+    distributed.on_chief(_save_inputs, cfg, train_set, val_set)
+    return train_set, val_set
 
+
+def _save_inputs(cfg: config.TrainConfig, train_set: data.SampleSet, val_set: data.SampleSet) -> None:
+    cfg.save(cfg.run.model_dir)
+    train_set.save(os.path.join(cfg.run.model_dir, "train_samples.h5"))
+    val_set.save(os.path.join(cfg.run.model_dir, "val_samples.h5"))
+
+
+def _learning_rate(cfg: config.TrainConfig) -> float:
+    return cfg.optim.learning_rate * (distributed.size() if cfg.optim.scale_lr_by_workers else 1)
+
+
+def _build_model(cfg: config.TrainConfig):
+    """The network in the configured precision and the compiled data-parallel trainer that updates it."""
     keras.mixed_precision.set_dtype_policy(config.PRECISIONS[cfg.optim.precision])  # process-wide, set every run
     network = models.build_model(cfg.model)
-    lr = cfg.optim.learning_rate * (distributed.size() if cfg.optim.scale_lr_by_workers else 1)
-    trainer = EnergyTrainer(network)
-    optimizer = keras.optimizers.Adam(WarmupSchedule(lr, cfg.optim.warmup_steps))
+    optimizer = keras.optimizers.Adam(WarmupSchedule(_learning_rate(cfg), cfg.optim.warmup_steps))
     if cfg.optim.precision == "float16":  # float16 gradients underflow without dynamic loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    trainer.compile(optimizer=optimizer)
-    checkpointer = checkpoint.Checkpointer(model_dir, cfg.fingerprint())
-    start_epoch = 0
-    if resume:
-        start_epoch = _restore_on_chief(checkpointer, network, trainer.optimizer)["epoch"] + 1
-    end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
+    energy_trainer = EnergyTrainer(network)
+    energy_trainer.compile(optimizer=optimizer)
+    return network, energy_trainer
 
-    validator = callbacks.Validator(network, val_set.coeffs, cfg.data.eta,
-                                    cfg.run.val_resolutions or plan.resolutions, reference_store(cfg))
+
+def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpointer, extra_callbacks):
+    """The callback list in the order it must run, and the cycle and validation callbacks (their records)."""
+    validator = callbacks.Validator(network, val_set.coeffs, cfg.data.eta, cfg.run.val_resolutions or plan.resolutions,
+                                    reference.ReferenceStore(cfg.run.reference_cache))
     cycle_cb = callbacks.MultigridCallback(plan)
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
     hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision,
-               "levels": str(list(cfg.cycle.levels)), "global_batch_size": cfg.optim.global_batch_size, "learning_rate": lr, "workers": distributed.size(),
-               "num_train": cfg.data.num_train, **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
-    cbs = [distributed.BroadcastCallback(), cycle_cb, validation_cb,
-           callbacks.TensorBoardLogger(os.path.join(model_dir, "logs"), plan, cfg.optim.global_batch_size,
-                                       hparams, validator),
-           callbacks.CheckpointCallback(checkpointer, network, plan), *extra_callbacks]
-    summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size()}
-    if start_epoch < end_epoch:
-        dataset, steps = data.multigrid_dataset(
-            plan, train_set.coeffs, cfg.optim.global_batch_size, cfg.data.eta, cfg.run.seed, distributed.rank(),
-            distributed.size(), start_epoch, cfg.data.cache_budget_mb * 1024 ** 2)
-        history = trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps,
-                              shuffle=False, verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)
-        summary["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
-    summary["trained_resolutions"] = [r for _, r in cycle_cb.recorded]
-    summary["validation"] = validation_cb.history[-1][1] if validation_cb.history else {}
-    if distributed.is_chief() and end_epoch == plan.num_epochs:
-        from poisson_tf.hdf5 import atomic_path
+               "levels": str(plan.resolutions), "global_batch_size": cfg.optim.global_batch_size,
+               "learning_rate": _learning_rate(cfg), "workers": distributed.size(), "num_train": cfg.data.num_train,
+               **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
+    # Keras runs the callbacks in list order at every hook, and they share one `logs` dict per epoch:
+    cbs = [
+        # Horovod: broadcast first, so rank 0's weights and optimizer state are on every worker before any other
+        # callback or the first step uses them.
+        distributed.BroadcastCallback(),
+        # Cycle and validation publish resolution, level, visit and eval/res{N}/... into the epoch's logs ...
+        cycle_cb,
+        validation_cb,
+        # ... before TensorBoard (chief only) reads those logs.
+        callbacks.TensorBoardLogger(os.path.join(cfg.run.model_dir, "logs"), plan, cfg.optim.global_batch_size,
+                                    hparams, validator),
+        # Checkpoint last: an epoch is saved only after it was checked against the plan and validated, so a
+        # diverged run stops before it overwrites the last good checkpoint.
+        callbacks.CheckpointCallback(checkpointer, network, plan),
+        *extra_callbacks,
+    ]
+    return cycle_cb, validation_cb, cbs
 
-        with atomic_path(os.path.join(model_dir, "model.keras"), suffix=".keras") as tmp:
-            network.save(tmp)
-        with atomic_path(os.path.join(model_dir, "train_summary.json")) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(summary, f, indent=2)
-    return summary
+
+def _fit(cfg: config.TrainConfig, plan, energy_trainer, train_set, start_epoch: int, end_epoch: int, cbs) -> dict:
+    """Trains epochs [start_epoch, end_epoch) of the plan from one pipeline of the whole cycle; returns the history."""
+    dataset, steps = data.multigrid_dataset(
+        plan, train_set.coeffs, cfg.optim.global_batch_size, cfg.data.eta, cfg.run.seed, distributed.rank(),
+        distributed.size(), start_epoch, cfg.data.cache_budget_mb * 1024 ** 2)
+    history = energy_trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps,
+                                 shuffle=False, verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)
+    return {k: [float(x) for x in v] for k, v in history.history.items()}
+
+
+def _save_results(model_dir: str, network, summary: dict) -> None:
+    files.save_keras(network, os.path.join(model_dir, inference.MODEL_FILE))
+    files.write_json(os.path.join(model_dir, "train_summary.json"), summary, indent=2)
 
 
 def _restore_on_chief(checkpointer, network, optimizer) -> dict:
@@ -171,14 +210,3 @@ def _restore_on_chief(checkpointer, network, optimizer) -> dict:
     if outcome[0] == "error":
         raise ValueError(outcome[1])
     return outcome[1]
-
-
-def final_rel_l2(summary: dict) -> dict:
-    """{resolution: validation rel_l2} from a train() summary."""
-    out = {}
-    for key, value in summary.get("validation", {}).items():
-        if key.endswith("/rel_l2"):
-            out[int(key.split("/")[1][3:])] = value
-    return out
-
-

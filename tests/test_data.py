@@ -1,6 +1,4 @@
-"""Sample sets, per-resolution pipelines and the reference-solution store."""
-import os
-
+"""Sample sets and per-resolution pipelines."""
 import h5py
 import numpy as np
 import pytest
@@ -85,19 +83,6 @@ def test_worker_pipelines_split_the_global_batch():
     assert sorted(seen) == list(range(12))
     with pytest.raises(ValueError, match="cannot fill one global batch"):
         data.build_dataset(coeffs, 8, 16)
-
-
-def test_reference_store_solves_once_and_reuses(tmp_path, monkeypatch):
-    store = data.ReferenceStore(str(tmp_path))
-    coeffs = fields.sample_coeffs(2, seed=7)
-    nu, u = store.get_many(coeffs, 0.5, 9)
-    assert nu.shape == u.shape == (2, 9, 9, 9)
-    assert len(os.listdir(tmp_path)) == 2
-    from poisson_tf import reference
-    monkeypatch.setattr(reference, "solve", lambda *a, **k: pytest.fail("solved again instead of reusing"))
-    nu2, u2 = data.ReferenceStore(str(tmp_path)).get_many(coeffs, 0.5, 9)
-    np.testing.assert_array_equal(u2, u)
-    assert store.path(coeffs[0], 0.5, 9) != store.path(coeffs[0], 0.5, 17) != store.path(coeffs[0], 0.3, 9)
 
 
 def test_cache_budget_counts_whole_global_batches_of_the_shard():

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from poisson_tf import hdf5
+from poisson_tf import files, hdf5
 
 
 def test_round_trip_with_attributes(tmp_path):
@@ -57,7 +57,7 @@ def test_failed_write_leaves_previous_file_intact(tmp_path):
     with pytest.raises(ValueError, match="one shape"):
         hdf5.write_fields(path, {"nu": np.ones((4, 4, 4)), "u": np.ones((3, 3, 3))})
     with pytest.raises(RuntimeError):
-        with hdf5.atomic_path(path) as tmp:
+        with files.atomic_path(path) as tmp:
             with open(tmp, "w") as f:
                 f.write("partial")
             raise RuntimeError("crash mid-write")

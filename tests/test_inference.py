@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import data, fields, hdf5, inference, metrics, reference, trainer
+from poisson_tf import evaluation, fields, hdf5, inference, metrics, reference, trainer
 from train_helpers import tiny_config
 
 
@@ -23,7 +23,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def store(model_dir):
-    return data.ReferenceStore(os.path.join(os.path.dirname(model_dir), "refs"))
+    return reference.ReferenceStore(os.path.join(os.path.dirname(model_dir), "refs"))
 
 
 def test_exact_solution_as_prediction_scores_zero():
@@ -52,14 +52,14 @@ def test_perturbed_prediction_gives_the_expected_metrics():
 def test_evaluate_reports_model_next_to_baseline(store):
     coeffs = fields.sample_coeffs(3, seed=3)
     oracle = lambda nu: np.stack([reference.solve(x)[0] for x in nu])  # noqa: E731
-    report = inference.evaluate(oracle, coeffs, 0.5, [8, 16], store, batch_size=2, trained_resolutions=[8])
+    report = evaluation.evaluate(oracle, coeffs, 0.5, [8, 16], store, batch_size=2, trained_resolutions=[8])
     for n, r in report["resolutions"].items():
         assert r["num_samples"] == 3 and [s["sample"] for s in r["per_sample"]] == [0, 1, 2]
         assert r["model"]["rel_l2"] < 1e-9 and abs(r["model"]["energy_gap"]) < 1e-5
         assert 0.05 < r["baseline"]["rel_l2"] < 0.5 and r["baseline"]["energy_gap"] > 0
         assert r["zero_shot"] == (n == 16)
-    assert "8" in inference.format_table(report) and "zero-shot" in inference.format_table(report)
-    lean = inference.evaluate(oracle, coeffs, 0.5, [8], store, baseline=False)["resolutions"][8]
+    assert "8" in evaluation.format_table(report) and "zero-shot" in evaluation.format_table(report)
+    lean = evaluation.evaluate(oracle, coeffs, 0.5, [8], store, baseline=False)["resolutions"][8]
     assert lean["baseline"] == {} and lean["model"] == report["resolutions"][8]["model"]
     assert not any(k.startswith("baseline_") for k in lean["per_sample"][0])
 
@@ -145,3 +145,19 @@ def test_warm_start_reaches_the_same_tolerance(model_dir, tmp_path):
     assert "zero guess:" in result.stdout and "network guess:" in result.stdout
     cold_u, _ = reference.solve(fields.kl_diffusivity([1, -1, 0.5, 2], 16))
     np.testing.assert_allclose(hdf5.read_fields(out, ("u",))[0]["u"], cold_u, atol=1e-6)
+
+
+def test_evaluate_cli_on_a_spec_cycle_run_scores_the_trained_resolutions(tmp_path):
+    run, refs = str(tmp_path / "run"), f"--reference_cache={tmp_path / 'refs'}"
+    result = run_cli("train", f"--model_dir={run}", refs, "--preset=tiny", "--cycle=8:1,16:1", "--num_train=4",
+                     "--num_val=1", "--global_batch_size=2", "--threads=1", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "validation rel_l2 at 8^3" in result.stdout and "validation rel_l2 at 16^3" in result.stdout
+    report_path = str(tmp_path / "report.json")
+    result = run_cli("evaluate", f"--model_dir={run}", f"--report={report_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(report_path) as f:
+        report = json.load(f)
+    assert report["trained_resolutions"] == [8, 16]  # the spec's levels, not the --levels default 16,32,64
+    assert sorted(report["resolutions"], key=int) == ["8", "16", "32"]
+    assert [n for n, r in report["resolutions"].items() if r["zero_shot"]] == ["32"]

@@ -34,6 +34,17 @@ def test_schedule_uses_resolutions_epochs_and_keeps_each_cycle_repetition():
     assert multigrid.EpochPlan.of(single).is_visit_end(1) and not multigrid.EpochPlan.of(single).is_visit_end(2)
 
 
+def test_epoch_plan_tables_are_computed_once_and_handed_out_as_copies():
+    plan = multigrid.EpochPlan.of(multigrid.build_schedule("16:2,32:1,16:1", [8]))
+    assert plan.visit_of_epoch() == [0, 0, 1, 2]
+    assert plan.epoch_resolutions() == [16, 16, 32, 16] and plan.epoch_levels() == [0, 0, 1, 0]
+    assert [plan.is_visit_end(e) for e in range(4)] == [False, True, True, True]
+    assert plan.num_epochs == 4 and plan.resolutions == [16, 32]
+    plan.epoch_resolutions().append(64)  # a caller's copy: the plan's own table is unchanged
+    assert plan.epoch_resolutions() == [16, 16, 32, 16]
+    assert plan == multigrid.EpochPlan.of(plan.visits) and hash(plan) == hash(multigrid.EpochPlan.of(plan.visits))
+
+
 def test_spec_string():
     visits = multigrid.build_schedule("16:4,32:2,64:1,32:1", [8])
     assert [(v.level, v.resolution, v.epochs) for v in visits] == [(0, 16, 4), (1, 32, 2), (2, 64, 1), (1, 32, 1)]

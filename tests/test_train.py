@@ -128,6 +128,7 @@ CLI = [sys.executable, "-m", "poisson_tf.train", "--preset=tiny", "--num_train=4
     (["--normalization=weight"], "normalization must be one of"),
     (["--preset=huge"], "unknown model preset 'huge'"),
     (["--resume"], "holds no config.json"),
+    (["--cycle=8:1,16:1", "--levels=8,16"], r"--levels, --epochs_per_visit cannot be given with the cycle spec"),
 ])
 def test_bad_flags_fail_before_training(tmp_path, args, message):
     result = subprocess.run(CLI + [f"--model_dir={tmp_path / 'run'}"] + args, capture_output=True, text=True,

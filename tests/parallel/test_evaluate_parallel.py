@@ -4,12 +4,12 @@ import tempfile
 
 import numpy as np
 
-from poisson_tf import data, distributed, fields, inference, reference
+from poisson_tf import distributed, evaluation, fields, reference
 
 
 def test_samples_are_split_and_gathered():
     root = distributed.broadcast_object(tempfile.mkdtemp(prefix="poisson_tf_eval_") if distributed.is_chief() else None)
-    store = data.ReferenceStore(os.path.join(root, "refs"))
+    store = reference.ReferenceStore(os.path.join(root, "refs"))
     coeffs = fields.sample_coeffs(3, seed=21)
     seen = []
 
@@ -17,7 +17,7 @@ def test_samples_are_split_and_gathered():
         seen.append(len(nu))
         return np.stack([reference.solve(x)[0] for x in nu])
 
-    report = inference.evaluate(oracle, coeffs, 0.5, [8], store, batch_size=1)
+    report = evaluation.evaluate(oracle, coeffs, 0.5, [8], store, batch_size=1)
     rows = report["resolutions"][8]["per_sample"]
     assert [r["sample"] for r in rows] == [0, 1, 2]
     assert all(r["rel_l2"] < 1e-9 for r in rows)

@@ -1,0 +1,76 @@
+"""The run configuration: framework-free, flags derived from the dataclasses, one override rule, cycle specs."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from poisson_tf import config
+
+
+def test_importing_config_loads_neither_tensorflow_nor_keras():
+    code = ("import sys, poisson_tf.config; "
+            "sys.exit(','.join(m for m in ('tensorflow', 'keras') if m in sys.modules) or 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_every_field_is_one_flag_under_its_existing_name():
+    options = config.options()
+    paths = [o.path for o in options]
+    every = ["preset"] + [f"{section}.{f.name}" for section, kind in
+                          (("model", config.ModelConfig), ("data", config.DataConfig), ("cycle", config.CycleConfig),
+                           ("optim", config.OptimConfig), ("run", config.RunConfig)) for f in dataclasses.fields(kind)]
+    assert paths == every
+    flags = {o.flag: o for o in options}
+    assert len(flags) == len(options)  # no two fields share a flag
+    assert flags["data_seed"].path == "data.seed" and flags["seed"].path == "run.seed"
+    for name in ("levels", "cycle", "epochs_per_visit", "num_cycles", "preset", "depth", "base_filters", "kernel_size",
+                 "normalization", "dropout", "input_features", "global_batch_size", "learning_rate", "model_dir"):
+        assert name in flags, name
+    assert flags["depth"].default is None and flags["levels"].default == (16, 32, 64)
+
+
+def test_given_values_override_the_preset_or_the_saved_config():
+    fresh = config.override({"preset": "tiny", "model.dropout": 0.25, "cycle.levels": ["8", "16"],
+                             "cycle.epochs_per_visit": ["2"]})
+    assert fresh.model == dataclasses.replace(config.preset("tiny"), dropout=0.25)
+    assert fresh.cycle.levels == (8, 16) and fresh.data == config.DataConfig()
+    assert config.override({}).model == config.preset("small")
+    resumed = config.override({"optim.learning_rate": 1e-4}, saved=fresh)
+    assert resumed.model == fresh.model and resumed.optim.learning_rate == 1e-4 and resumed.cycle == fresh.cycle
+    assert config.override({"preset": "small"}, saved=fresh).model == config.preset("small")
+    with pytest.raises(ValueError, match="--levels must be a comma-separated list of integers, got 8,x"):
+        config.override({"cycle.levels": ["8", "x"]})
+    with pytest.raises(ValueError, match=r"unknown configuration fields \['model.width'\]"):
+        config.override({"model.width": 3})
+
+
+def test_a_cycle_spec_sets_the_levels_and_refuses_them_beside_it(tmp_path):
+    cfg = config.override({"preset": "tiny", "cycle.cycle": "8:2,16:1"})
+    assert cfg.cycle.levels == (8, 16) and cfg.cycle.plan().epoch_resolutions() == [8, 8, 16]
+    cfg.save(str(tmp_path))
+    assert config.TrainConfig.load(str(tmp_path)) == cfg
+    for path, value, flag in [("cycle.levels", ["8", "16"], "--levels"), ("cycle.epochs_per_visit", ["1"],
+                              "--epochs_per_visit"), ("cycle.num_cycles", 2, "--num_cycles")]:
+        with pytest.raises(ValueError, match=rf"^{flag} cannot be given with the cycle spec '8:2,16:1'"):
+            config.override({"preset": "tiny", "cycle.cycle": "8:2,16:1", path: value})
+        with pytest.raises(ValueError, match=rf"^{flag} cannot be given with the cycle spec"):
+            config.override({path: value}, saved=cfg)  # a resumed spec run too
+    named = config.override({"cycle.cycle": "v", "cycle.levels": ["8", "16"], "cycle.epochs_per_visit": ["1"]},
+                            saved=cfg)
+    assert [v.resolution for v in named.cycle.visits()] == [16, 8, 16]
+
+
+def test_the_configuration_is_validated_when_built():
+    tiny = config.preset("tiny")
+    with pytest.raises(ValueError, match="resolution 10 cannot pass a depth-2 U-Net"):
+        config.TrainConfig(model=tiny, cycle=config.CycleConfig(levels=(8, 10), epochs_per_visit=(1,)))
+    with pytest.raises(ValueError, match="resolution 6 cannot pass"):
+        config.TrainConfig(model=tiny, run=config.RunConfig(val_resolutions=(6,)))
+    with pytest.raises(ValueError, match=r"num_train \(2\) must hold at least one global batch \(4\)"):
+        config.TrainConfig(data=config.DataConfig(num_train=2))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        config.CycleConfig(levels=(32, 16))
+    cycle = config.CycleConfig(levels=(8, 16), cycle="v", epochs_per_visit=(1,))
+    assert cycle.plan() is cycle.plan() and cycle.visits() == list(cycle.plan().visits)

@@ -1,0 +1,26 @@
+"""Atomic file writing: a write appears whole or not at all, and leaves no temporary file behind."""
+import json
+import os
+
+import pytest
+
+from poisson_tf import files
+
+
+def test_write_json_replaces_the_file_whole(tmp_path):
+    path = str(tmp_path / "sub" / "report.json")
+    assert files.write_json(path, {"a": [1, 2]}, indent=2) == path  # the directory is made on the way
+    files.write_json(path, {"b": 3})
+    with open(path) as f:
+        assert json.load(f) == {"b": 3}
+    assert os.listdir(tmp_path / "sub") == ["report.json"]
+
+
+def test_a_failed_write_keeps_the_previous_file_and_removes_the_temporary(tmp_path):
+    path = str(tmp_path / "keep.json")
+    files.write_json(path, {"version": 1})
+    with pytest.raises(TypeError):
+        files.write_json(path, {"version": object()})  # not serializable: fails mid-write
+    with open(path) as f:
+        assert json.load(f) == {"version": 1}
+    assert os.listdir(tmp_path) == ["keep.json"]

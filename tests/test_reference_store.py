@@ -1,0 +1,19 @@
+"""The reference-solution cache: solved once per (coefficients, eta, N), then read back."""
+import os
+
+import numpy as np
+import pytest
+
+from poisson_tf import fields, reference
+
+
+def test_reference_store_solves_once_and_reuses(tmp_path, monkeypatch):
+    store = reference.ReferenceStore(str(tmp_path))
+    coeffs = fields.sample_coeffs(2, seed=7)
+    nu, u = store.get_many(coeffs, 0.5, 9)
+    assert nu.shape == u.shape == (2, 9, 9, 9)
+    assert len(os.listdir(tmp_path)) == 2
+    monkeypatch.setattr(reference, "solve", lambda *a, **k: pytest.fail("solved again instead of reusing"))
+    nu2, u2 = reference.ReferenceStore(str(tmp_path)).get_many(coeffs, 0.5, 9)
+    np.testing.assert_array_equal(u2, u)
+    assert store.path(coeffs[0], 0.5, 9) != store.path(coeffs[0], 0.5, 17) != store.path(coeffs[0], 0.3, 9)
