@@ -210,7 +210,13 @@ class RunConfig:
                                       "~/.cache/poisson_tf/references).")
     threads: int = _field(0, "TF intra-op threads per worker (0: cores on the host / workers on the host).")
     deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise-reproducible resume).")
+    checkpoint_seconds: float = _field(60.0, "Checkpoint at the end of every visit and of training, and after "
+                                             "epochs ending this many seconds after the last save (0: every epoch).")
     verbose: int = _field(2, "Keras verbosity on the chief: 0 silent, 1 progress bar, 2 a line per epoch.")
+
+    def __post_init__(self):
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds must be >= 0 (0: every epoch), got {self.checkpoint_seconds}")
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "cycle": CycleConfig, "optim": OptimConfig,

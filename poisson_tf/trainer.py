@@ -176,7 +176,7 @@ def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpoint
                                     hparams, validator),
         # Checkpoint last: an epoch is saved only after it was checked against the plan and validated, so a
         # diverged run stops before it overwrites the last good checkpoint.
-        callbacks.CheckpointCallback(checkpointer, network, plan),
+        callbacks.CheckpointCallback(checkpointer, network, plan, cfg.run.checkpoint_seconds),
         *extra_callbacks,
     ]
     return cycle_cb, validation_cb, cbs

@@ -57,6 +57,11 @@ def test_trained_resolutions_follow_the_schedule_and_artifacts_are_written(tmp_p
     steps_per_epoch = 4  # 8 samples, global batch 2
     assert per_step == [float(r) for r in plan.epoch_resolutions() for _ in range(steps_per_epoch)]
     assert [e.step for e in acc.Tensors("train/energy")] == list(range(1, len(per_step) + 1))
+    values = {tag: [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(f"train/{tag}")]
+              for tag in ("energy", "learning_rate", "level", "voxels_per_second")}
+    assert values["learning_rate"] == pytest.approx([cfg.optim.learning_rate] * len(per_step))
+    assert values["level"] == [float(lv) for lv in plan.epoch_levels() for _ in range(steps_per_epoch)]
+    assert all(v > 0 and np.isfinite(v) for v in values["energy"] + values["voxels_per_second"])
 
 
 def checkpoint_weights(run_dir):
