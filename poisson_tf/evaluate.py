@@ -26,7 +26,7 @@ def main(argv):
         model = inference.load_solver(FLAGS.model_dir)
         samples = data.SampleSet.load(FLAGS.samples or os.path.join(FLAGS.model_dir, "val_samples.h5"),
                                       num_terms=cfg.data.num_terms)
-        trained = cfg.cycle.plan().resolutions  # what the run trained (a spec cycle names its own levels)
+        trained = cfg.plan().resolutions  # what the run trained (a spec cycle names its own levels)
         try:
             resolutions = [int(r) for r in FLAGS.resolutions] or trained + [2 * trained[-1]]
         except ValueError:
