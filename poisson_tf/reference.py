@@ -26,43 +26,66 @@ def _check_nodal(nu: np.ndarray, name: str = "nu") -> np.ndarray:
     return nu
 
 
-def _assemble(point_weights: np.ndarray, local: np.ndarray, n: int) -> sp.csr_matrix:
-    """Assembles sum_e sum_q point_weights[e, q] local[q] into an [N^3, N^3] matrix, without an element loop.
+def _offset_pairs() -> dict:
+    """Local node pairs (a, b) by stencil offset corner_b - corner_a, for the 14 offsets that are >= 0 in
+    lexicographic order: K is symmetric, so the other 13 diagonals are copies of these."""
+    pairs = {}
+    for a, ca in enumerate(_CORNERS):
+        for b, cb in enumerate(_CORNERS):
+            offset = tuple(int(c) for c in cb - ca)
+            if offset >= (0, 0, 0):
+                pairs.setdefault(offset, []).append((a, b))
+    return pairs
 
-    Each (a, b) pair of local nodes couples a node to its neighbour at offset corner_b - corner_a, one of
-    27 stencil offsets; contributions are summed per offset into a nodal array and become one diagonal.
+
+_OFFSET_PAIRS = _offset_pairs()
+
+
+def _assemble(point_weights: np.ndarray, local: np.ndarray, n: int) -> sp.csr_matrix:
+    """Assembles sum_e sum_q point_weights[q, e] local[q] into a symmetric [N^3, N^3] matrix, per stencil offset.
+
+    Each (a, b) pair of local nodes couples a node to its neighbour at offset corner_b - corner_a. For each of
+    the 14 offsets >= 0, the element values of its pairs, sum_q point_weights[q] local[q, a, b], are added into
+    one nodal array, which becomes a diagonal and (by symmetry) its mirror. Peak memory: point_weights, the 14
+    nodal arrays and one element array (no [E, E, E, 8, 8] table).
 
     Args:
-      point_weights: [N-1, N-1, N-1, 8] per element and Gauss point.
-      local: [8 points, 8 nodes, 8 nodes].
+      point_weights: [8, N-1, N-1, N-1] per Gauss point and element.
+      local: [8 points, 8 nodes, 8 nodes], symmetric in the two node indices.
       n: nodes per axis.
     """
     e = n - 1
-    element_matrices = np.einsum("xyzq,qab->xyzab", point_weights, local)  # [e, e, e, 8, 8]
+    weights = point_weights.reshape(q1.NUM_POINTS, -1)
     diagonals = {}
-    for a, ca in enumerate(_CORNERS):
-        for b, cb in enumerate(_CORNERS):
-            offset = tuple(cb - ca)
-            diag = diagonals.get(offset)
-            if diag is None:
-                diag = diagonals[offset] = np.zeros((n, n, n))
-            diag[ca[0]:ca[0] + e, ca[1]:ca[1] + e, ca[2]:ca[2] + e] += element_matrices[..., a, b]
-    offsets, data = [], []
-    for (dx, dy, dz), diag in diagonals.items():
-        k = (dx * n + dy) * n + dz  # row node r couples to column r + k (C order, x slowest)
-        flat = diag.ravel()
-        data.append(flat[:flat.size - k] if k >= 0 else flat[-k:])
-        offsets.append(k)
+    for (dx, dy, dz), pairs in _OFFSET_PAIRS.items():
+        diag = np.zeros((n, n, n))
+        for a, b in pairs:
+            i, j, k = _CORNERS[a]
+            diag[i:i + e, j:j + e, k:k + e] += (local[:, a, b] @ weights).reshape(e, e, e)
+        offset = (dx * n + dy) * n + dz  # row node r couples to column r + offset (C order, x slowest)
+        flat = diag.ravel()[:n ** 3 - offset]
+        if offset in diagonals:  # N = 2 only: two stencil offsets land on one diagonal, on different rows
+            diagonals[offset] = diagonals[offset] + flat
+        else:
+            diagonals[offset] = flat
+    offsets = sorted(set(diagonals) | {-k for k in diagonals})
+    data = [diagonals[abs(k)] for k in offsets]  # the mirror diagonal holds the same values (K symmetric)
     matrix = sp.diags(data, offsets, shape=(n ** 3, n ** 3), format="csr")
     matrix.eliminate_zeros()
     return matrix
 
 
 def _gauss_nu(nu: np.ndarray) -> np.ndarray:
-    """nu interpolated trilinearly to the Gauss points, [N-1, N-1, N-1, 8]."""
-    n = nu.shape[0]
-    corners = np.stack([nu[i:i + n - 1, j:j + n - 1, k:k + n - 1] for i, j, k in _CORNERS], axis=-1)
-    return corners @ _VALUES
+    """nu interpolated trilinearly to the Gauss points, [8, N-1, N-1, N-1] (point q = 4 i + 2 j + k)."""
+    e = nu.shape[0] - 1
+    out = np.empty((q1.NUM_POINTS, e, e, e))
+    for i, si in enumerate(q1.GAUSS_POINTS_1D):  # nested linear interpolation along x, then y, then z
+        along_x = (1.0 - si) * nu[:-1] + si * nu[1:]
+        for j, sj in enumerate(q1.GAUSS_POINTS_1D):
+            along_y = (1.0 - sj) * along_x[:, :-1] + sj * along_x[:, 1:]
+            for k, sk in enumerate(q1.GAUSS_POINTS_1D):
+                np.add((1.0 - sk) * along_y[..., :-1], sk * along_y[..., 1:], out=out[4 * i + 2 * j + k])
+    return out
 
 
 def stiffness(nu) -> sp.csr_matrix:
@@ -86,7 +109,7 @@ def mass(resolution: int) -> sp.csr_matrix:
     """The Q1 mass matrix M_ab = sum_e sum_q detJ N_a N_b (exact for Q1 with 2x2x2 Gauss)."""
     n = resolution
     h = 1.0 / (n - 1)
-    return _assemble(np.ones((n - 1,) * 3 + (q1.NUM_POINTS,)), _VALUE_PRODUCTS * q1.jacobian_determinant(h), n)
+    return _assemble(np.ones((q1.NUM_POINTS,) + (n - 1,) * 3), _VALUE_PRODUCTS * q1.jacobian_determinant(h), n)
 
 
 def energy(u, nu, f=None) -> float:
