@@ -133,9 +133,17 @@ class SolveRecord:
     initial_relative_residual: float
     rtol: float
     energy: float = 0.0  # J(u) of the solution; with f = 0, 2 J is the effective diffusivity (flux at x = 0)
+    method: str = "amg"  # "amg" (assembled, pyamg) or "gmg" (matrix-free geometric multigrid)
+    stopped: bool = False  # True when the caller's stop(u) ended CG before rtol was reached
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+METHODS = ("auto", "amg", "gmg")
+#: "auto" picks the matrix-free solver from this many nodes per axis on (measured in benchmarks/bench_reference.py:
+#: below it the assembled AMG is as fast and its memory is small).
+AUTO_GMG_RESOLUTION = 48
 
 
 def dirichlet_values(resolution: int) -> np.ndarray:
@@ -145,11 +153,34 @@ def dirichlet_values(resolution: int) -> np.ndarray:
     return g
 
 
-def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
+def check_problem(nu, rtol: float, x0=None, f=None):
+    """Validates a solve's inputs; returns (nu, x0 or None, f or None) with x0 and f as float64 arrays.
+
+    Raises:
+      ValueError: nu not a finite positive [N, N, N] field, x0 or f of another shape or not finite, rtol not in (0, 1).
+    """
+    nu = check_diffusivity(_check_nodal(nu))
+    if not 0 < rtol < 1:
+        raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
+    checked = []
+    for name, x in (("x0", x0), ("f", f)):
+        if x is not None:
+            x = _check_nodal(np.asarray(x, np.float64), name)
+            if x.shape != nu.shape or not np.all(np.isfinite(x)):
+                raise ValueError(f"{name} must be finite with the shape of nu {nu.shape}, got shape {x.shape}")
+        checked.append(x)
+    return nu, checked[0], checked[1]
+
+
+def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000, method: str = "auto",
+          stop=None):
     """Solves -div(nu grad u) = f with u = 1 at x = 0, u = 0 at x = 1, natural conditions elsewhere.
 
-    The Dirichlet rows and columns are eliminated; the free block is solved by conjugate gradients
-    preconditioned with one smoothed-aggregation AMG V-cycle (pyamg), to ||b - K u|| <= rtol ||b||.
+    Conjugate gradients on the free nodes (Dirichlet planes eliminated) to ||b - K u|| <= rtol ||b||, with one
+    of two preconditioners of the same Q1 discretization:
+      "amg": the assembled stiffness, one smoothed-aggregation AMG V-cycle (pyamg); memory grows to ~30 GiB at 256^3.
+      "gmg": matrix-free, a geometric multigrid V-cycle (poisson_tf.gmg); a few N^3 arrays, for N up to 512.
+      "auto": "gmg" from AUTO_GMG_RESOLUTION nodes per axis on, "amg" below.
 
     Args:
       nu: [N, N, N] nodal diffusivity, finite and positive.
@@ -157,20 +188,37 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
       x0: optional initial guess [N, N, N] (a network prediction, say); its Dirichlet planes are ignored.
       f: optional nodal source [N, N, N].
       maxiter: CG iteration limit.
+      method: "auto", "amg" or "gmg".
+      stop: optional callable(u) -> bool, called with the current iterate [N, N, N] after each CG iteration;
+        True ends the solve there (record.stopped; no error although rtol was not reached). For the time a
+        solver needs to reach a given error against a known solution; its own time is not counted.
 
     Returns:
       (u [N, N, N] float64 with exact Dirichlet planes, SolveRecord).
 
     Raises:
-      ValueError: for a bad nu, x0 or f, or rtol not in (0, 1).
-      RuntimeError: if CG does not reach rtol within maxiter iterations.
+      ValueError: for a bad nu, x0, f, method, or rtol not in (0, 1).
+      RuntimeError: if CG does not reach rtol within maxiter iterations, or its residual is not finite.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    nu, x0, f = check_problem(nu, rtol, x0, f)
+    if method == "gmg" or (method == "auto" and nu.shape[0] >= AUTO_GMG_RESOLUTION):
+        from poisson_tf import gmg
+
+        return gmg.solve(nu, rtol, x0, f, maxiter, stop)
+    return _solve_amg(nu.astype(np.float64), rtol, x0, f, maxiter, stop)
+
+
+class _Stopped(Exception):
+    """Raised from scipy's CG callback to end the iteration at the caller's request."""
+
+
+def _solve_amg(nu, rtol, x0, f, maxiter, stop):
+    """The assembled solver of solve(method="amg"), on validated inputs."""
     import pyamg
 
-    nu = _check_nodal(nu)
     n = nu.shape[0]
-    if not 0 < rtol < 1:
-        raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
     start = time.perf_counter()
     k = stiffness(nu)
     g = dirichlet_values(n).ravel()
@@ -179,7 +227,6 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
     b = -(k[free, :] @ g)
     load = None
     if f is not None:
-        f = _check_nodal(np.asarray(f, np.float64), "f")
         load = mass(n) @ f.ravel()
         b += load[free]
     u = g.copy()
@@ -190,28 +237,35 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
     if n == 2:  # no free nodes
         return u.reshape(n, n, n), SolveRecord(n, 0, 0.0, time.perf_counter() - start, 0.0, 0.0, rtol,
                                                energy_of(u))
-    guess = np.zeros(k_ff.shape[0])
-    if x0 is not None:
-        x0 = _check_nodal(np.asarray(x0, np.float64), "x0")
-        if x0.shape != nu.shape or not np.all(np.isfinite(x0)):
-            raise ValueError(f"x0 must be finite with the shape of nu {nu.shape}, got shape {x0.shape}")
-        guess = x0.ravel()[free].copy()
+    guess = x0.ravel()[free].copy() if x0 is not None else np.zeros(k_ff.shape[0])
     ml = pyamg.smoothed_aggregation_solver(k_ff, symmetry="symmetric", max_coarse=500)
     setup_seconds = time.perf_counter() - start
     b_norm = np.linalg.norm(b)
     initial = np.linalg.norm(b - k_ff @ guess) / b_norm
-    iterations = [0]
+    iterations, stop_seconds, latest = [0], [0.0], [guess]
 
-    def count(_):
+    def callback(xk):
         iterations[0] += 1
+        if stop is not None:
+            before = time.perf_counter()
+            u[free] = xk
+            stopped = bool(stop(u.reshape(n, n, n)))
+            stop_seconds[0] += time.perf_counter() - before
+            if stopped:
+                latest[0] = xk.copy()
+                raise _Stopped
 
-    x, info = spla.cg(k_ff, b, x0=guess, rtol=rtol, atol=0.0, maxiter=maxiter,
-                      M=ml.aspreconditioner(cycle="V"), callback=count)
+    stopped = False
+    try:
+        x, info = spla.cg(k_ff, b, x0=guess, rtol=rtol, atol=0.0, maxiter=maxiter,
+                          M=ml.aspreconditioner(cycle="V"), callback=callback)
+    except _Stopped:
+        x, info, stopped = latest[0], 0, True
     residual = np.linalg.norm(b - k_ff @ x) / b_norm
-    if info != 0 or residual > rtol * 1.0001:
+    if not stopped and (info != 0 or not residual <= rtol * 1.0001):
         raise RuntimeError(f"AMG-CG did not reach rtol={rtol} within {maxiter} iterations "
                            f"(relative residual {residual:.3e}); the diffusivity contrast may be too high")
     u[free] = x
-    record = SolveRecord(n, iterations[0], float(residual), time.perf_counter() - start, setup_seconds,
-                         float(initial), rtol, energy_of(u))
+    record = SolveRecord(n, iterations[0], float(residual), time.perf_counter() - start - stop_seconds[0],
+                         setup_seconds, float(initial), rtol, energy_of(u), stopped=stopped)
     return u.reshape(n, n, n), record
