@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from poisson_tf import fields, gmg, reference
+from poisson_tf import fields, gmg, metrics, reference
 from test_reference import layered, series_solution
 
 HIGH_CONTRAST = [[3, -3, 3, -3], [-3, 3, -3, 3]]  # the corners of w in [-3, 3]^4: nu spans 1e5 and more
@@ -162,6 +162,21 @@ def test_failures_are_errors_not_results(monkeypatch):
     monkeypatch.setattr(gmg.VCycle, "__call__", broken)
     with pytest.raises(RuntimeError, match="non-finite"):
         reference.solve(nu, method="gmg")
+
+
+def test_metrics_energy_and_flux_are_float64_exact():
+    nu = kl(sobol(1, seed=5)[0], 11)
+    u_ref, record = reference.solve(nu, rtol=1e-12)
+    u = u_ref.copy()
+    u[1:-1] += 0.01 * np.random.default_rng(7).normal(size=u[1:-1].shape)
+    k = reference.stiffness(nu)
+    j_u, flux_u = metrics.energy_and_flux(gmg.Stiffness(nu), u.astype(np.float32))
+    u32 = u.astype(np.float32).astype(np.float64).ravel()
+    assert j_u == pytest.approx(0.5 * u32 @ (k @ u32), rel=1e-12)
+    assert flux_u == pytest.approx((k @ u32).reshape(nu.shape)[0].sum(), rel=1e-12)
+    m = metrics.field_metrics(u[None, ..., None], u_ref[None, ..., None], nu[None, ..., None])[0]
+    gap = 0.5 * (u - u_ref).ravel() @ (k @ (u - u_ref).ravel()) / record.energy
+    assert m["energy_gap"] == pytest.approx(gap, rel=1e-6)
 
 
 def test_memory_estimate_covers_the_hierarchy():
