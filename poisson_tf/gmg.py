@@ -1,27 +1,4 @@
-"""Matrix-free geometric multigrid for the Q1 problem of DESIGN.md section 5: K applied from nodal nu, V-cycle PCG.
-
-The operator. On a trilinear element the derivative along d is constant along d, so at the 2x2x2 Gauss points it
-takes 4 values per element (one per Gauss line), and summing nu_q over the 2 points of a line gives the nodal
-pair-sum nu_i + nu_{i+1} interpolated to that line. Hence, with g_d the 4 Gauss-line values of the difference of u
-along d (interpolated at the Gauss abscissae along the other two axes),
-
-    J(u) = 1/2 sum_d sum_lines W_d g_d^2,   W_d = (detJ / h^2) * (pair-sum of nu along d, interpolated alike),
-    K u  = sum_d D_d^T (W_d * (D_d u)),
-
-12 weight arrays, each exact for DESIGN.md section 4 (nu trilinear at the Gauss points, detJ = (h/2)^3).
-Everything runs on flat C-order arrays in contiguous chunks of element rows: a neighbour along z, y or x is the
-index + 1, + N or + N^2, so every operation is a contiguous numpy pass over a chunk that stays in cache; the
-entries at y = N-1 or z = N-1 of the element layout are padding, with zero weight. Two threads run disjoint
-chunk ranges (numpy releases the GIL).
-
-The solver. N - 1 elements per axis is odd for the usual N = 2^k, so the coarse grids are not nested: level l+1
-has (N_l + 1) // 2 nodes on [0, 1] (exactly nested when N_l is odd), nu is resampled trilinearly at its nodes
-(rediscretization), P is trilinear interpolation and R = P^T, tensor products of 1D sparse matrices. Each level
-smooths with Chebyshev-Jacobi (the same polynomial before and after, so the V-cycle is symmetric positive
-definite), the coarsest level (<= COARSEST nodes per axis) is assembled and factorized. The V-cycle runs in
-float32; CG, its residual and the operator it uses are float64, so the tolerance means what it means for the
-assembled solver (free nodes, Dirichlet planes eliminated).
-"""
+"""Matrix-free geometric multigrid for the Q1 reference problem (DESIGN.md s.5): K applied from nu, V-cycle PCG."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -42,10 +19,12 @@ _G_SQUARED = _G ** 2 / _SQUARED_SCALE
 
 CHUNK_ELEMENTS = 1 << 15     # elements per chunk: ~20 chunk-sized buffers of this stay in a 32 MiB L3 per thread
 COARSEST = 16                # nodes per axis at or below which a level is solved directly (LU of 3.6k unknowns)
-SMOOTHER_DEGREE = 2          # Chebyshev degree of the pre- and post-smoother (matvecs per smoothing)
+SMOOTHER_DEGREE = 2          # Chebyshev degree of the pre- and post-smoother (fewest applies to 1e-10 at 32-128)
 SMOOTHING_RANGE = 4.0        # Chebyshev interval [lambda_max / range, lambda_max] of D^-1 K
-LAMBDA_SAFETY = 1.1          # Lanczos underestimates lambda_max; Chebyshev diverges above the interval
-LANCZOS_STEPS = 8
+# Lanczos underestimates lambda_max (6 steps: by 5%). The smoother still contracts up to lambda_max (1 + 1/range),
+# 1.25 x the interval's end, so the V-cycle stays positive definite for underestimates up to 1.1 * 1.25 = 1.375.
+LAMBDA_SAFETY = 1.1
+LANCZOS_STEPS = 6
 
 
 def default_threads() -> int:
@@ -127,6 +106,19 @@ class Stiffness:
     """The Q1 stiffness K of nodal nu (DESIGN.md s.4), applied without assembling it.
 
     K u equals reference.stiffness(nu) @ u (all nodes, no boundary conditions), to round-off.
+
+    On a trilinear element the derivative along d is constant along d, so at the 2x2x2 Gauss points it takes 4
+    values per element (one per Gauss line), and the sum of nu_q over the 2 points of a line is the nodal pair-sum
+    nu_i + nu_i+1 along d interpolated to that line. With g_d the 4 Gauss-line values of the difference of u along
+    d (interpolated at the Gauss abscissae of the other two axes),
+
+        J(u) = 1/2 sum_d sum_lines W_d g_d^2,   W_d = (detJ / h^2) (pair-sum of nu along d, interpolated alike),
+        K u  = sum_d D_d^T (W_d (D_d u)),
+
+    exactly: 12 weight arrays. Everything runs on flat C-order arrays in contiguous chunks of element rows (a
+    neighbour along z, y, x is the index + 1, + Nz, + Ny Nz), so each numpy pass covers a chunk that stays in
+    cache; the element entries at y = Ny-1 or z = Nz-1 are padding with zero weight. Threads run disjoint chunk
+    ranges (numpy releases the GIL).
 
     Args:
       nu: nodal diffusivity [Nx, Ny, Nz] (any float dtype; the unit cube has Nx = Ny = Nz = N).
@@ -429,7 +421,7 @@ class _Level:
     def nbytes(self) -> int:
         return self.op.nbytes + self.dinv.nbytes + 3 * self.x.nbytes
 
-    def _lanczos_lambda_max(self, steps: int = LANCZOS_STEPS) -> float:
+    def _lanczos_lambda_max(self, steps: int | None = None) -> float:
         """Largest eigenvalue of D^-1 K on the free nodes: the largest Ritz value of a few Lanczos steps on the
         symmetric D^-1/2 K D^-1/2 (a lower bound that converges fast at the end of the spectrum)."""
         scale = np.sqrt(self.dinv)
@@ -441,7 +433,7 @@ class _Level:
         v /= np.linalg.norm(v)
         v_prev.fill(0)
         alphas, betas, beta = [], [], 0.0
-        for _ in range(steps):
+        for _ in range(steps or LANCZOS_STEPS):
             np.multiply(scale, v, out=w)
             np.multiply(self.op.apply(w, out=kw), scale, out=w)
             alpha = float(np.vdot(v, w))
@@ -526,8 +518,13 @@ def grid_sizes(n: int, coarsest: int = COARSEST) -> list:
 class VCycle:
     """The V-cycle preconditioner M ~ K^-1 on the free nodes (symmetric positive definite).
 
-    float32 by default: M needs no more precision than its own error (~0.1), and it halves the memory traffic
-    and the weights; CG, its residual and its operator stay float64.
+    N - 1 elements per axis is odd for the usual N = 2^k, so the grids are not nested: the next grid has
+    (N + 1) // 2 nodes on [0, 1] (nested when N is odd), nu resampled trilinearly at its nodes (rediscretization),
+    P trilinear interpolation and R = P^T (tensor products of 1D sparse matrices). Each grid smooths with
+    Chebyshev-Jacobi, the same polynomial before and after the coarse correction, so M is symmetric; the coarsest
+    grid (<= coarsest nodes per axis) is assembled and factorized. float32 by default: M needs no more precision
+    than its own error (~0.1), and it halves the memory traffic and the weights; CG, its residual and its
+    operator stay float64, so rtol means what it means for the assembled solver.
 
     Args:
       nu: [N, N, N] nodal diffusivity.
@@ -678,7 +675,9 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000,
         b_plane = (load[1] if load is not None else 0.0) - _dirichlet_response(nu, threads)
         b_norm = float(np.sqrt(b_squared + np.sum(b_plane ** 2)))
     precondition = VCycle(nu, degree, coarsest, threads)
+    r, z, p, q = (np.zeros_like(u) for _ in range(4))
     setup_seconds = time.perf_counter() - start
+    initial, stop_seconds = 0.0, 0.0
 
     def residual(out):  # out = Pi (load - K u); returns its norm
         op.apply(u, out=out, alpha=-1.0)
@@ -693,15 +692,16 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000,
         return u, reference.SolveRecord(n, iterations, relative, seconds, setup_seconds, initial, rtol, energy,
                                         method="gmg", stopped=stopped)
 
-    r, z, p, q = (np.zeros_like(u) for _ in range(4))
-    stop_seconds = 0.0
+    def finite(value, iterations):  # NaN must never pass a "<= rtol" test as converged
+        if not np.isfinite(value):
+            raise RuntimeError(f"GMG-CG produced a non-finite residual at iteration {iterations}; nu or x0 is "
+                               f"not usable")
+        return value
+
     if b_norm == 0.0:  # no free nodes (N = 2): u is the Dirichlet data
-        initial = 0.0
         return finish(0, 0.0, False)
-    initial = residual(r) / b_norm
-    relative = initial
-    iterations = 0
-    restart = True
+    initial = relative = finite(residual(r) / b_norm, 0)
+    iterations, restart = 0, True
     while relative > rtol:
         if iterations >= maxiter:
             raise RuntimeError(f"GMG-CG did not reach rtol={rtol} within {maxiter} iterations "
@@ -712,15 +712,11 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000,
             p[...] = z
             restart = False
         _zero_dirichlet(op.apply(p, out=q))
-        pq = float(np.vdot(p, q))
-        alpha = rz / pq
+        alpha = rz / float(np.vdot(p, q))
         _axpy(u, alpha, p)  # p and q are zero on the Dirichlet planes
         _axpy(r, -alpha, q)
         iterations += 1
-        relative = float(np.linalg.norm(r)) / b_norm
-        if not np.isfinite(relative) or not np.isfinite(alpha):
-            raise RuntimeError(f"GMG-CG produced a non-finite residual at iteration {iterations} "
-                               f"(p.Kp = {pq!r}); nu or x0 is not usable")
+        relative = finite(float(np.linalg.norm(r)) / b_norm, iterations)
         if stop is not None:
             before = time.perf_counter()
             stopped = bool(stop(u))
@@ -728,7 +724,7 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000,
             if stopped:
                 return finish(iterations, residual(r) / b_norm, True)
         if relative <= rtol:  # confirm on the true residual; recursion drift restarts CG from it
-            relative = residual(r) / b_norm
+            relative = finite(residual(r) / b_norm, iterations)
             restart = True
             continue
         precondition(r, z)
