@@ -161,10 +161,14 @@ class Stiffness:
             self._nu = None  # not needed any more
 
     @property
-    def nbytes(self) -> int:
-        """Memory held beyond nu: the stored weights (0 when computed on the fly) and the chunk buffers."""
-        stored = self._weights.nbytes if self._weights is not None else 0
-        return stored + sum(sum(b.nbytes for b in ws._buffers.values()) for ws in self._workspaces)
+    def weights_nbytes(self) -> int:
+        """Memory of the stored weights (0 when they are computed on the fly)."""
+        return self._weights.nbytes if self._weights is not None else 0
+
+    @property
+    def workspace_nbytes(self) -> int:
+        """Memory of the per-thread chunk buffers allocated so far."""
+        return sum(sum(b.nbytes for b in ws._buffers.values()) for ws in self._workspaces)
 
     def _thread_plan(self):
         """Splits the chunks into one contiguous run per thread, deferring the chunks whose output windows reach
@@ -419,7 +423,8 @@ class _Level:
 
     @property
     def nbytes(self) -> int:
-        return self.op.nbytes + self.dinv.nbytes + 3 * self.x.nbytes
+        """Weights, diagonal and the three vectors (the chunk buffers are counted by the operator)."""
+        return self.op.weights_nbytes + self.dinv.nbytes + 3 * self.x.nbytes
 
     def _lanczos_lambda_max(self, steps: int | None = None) -> float:
         """Largest eigenvalue of D^-1 K on the free nodes: the largest Ritz value of a few Lanczos steps on the
@@ -549,10 +554,10 @@ class VCycle:
     def resolutions(self) -> list:
         return [lev.n for lev in self.levels] + [self.direct.n]
 
-    @property
-    def nbytes(self) -> int:
-        """Memory the hierarchy holds (weights, diagonals, level vectors, coarse factor)."""
-        return sum(lev.nbytes for lev in self.levels) + self.direct.nbytes
+    def nbytes(self) -> dict:
+        """Memory the hierarchy holds, as memory_estimate names it: levels, coarsest, workspaces."""
+        return {"levels": sum(lev.nbytes for lev in self.levels), "coarsest": self.direct.nbytes,
+                "workspaces": sum(lev.op.workspace_nbytes for lev in self.levels)}
 
     def __call__(self, r: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out = M r for a residual r [N, N, N] with zero Dirichlet planes (out gets zero Dirichlet planes)."""
@@ -611,9 +616,10 @@ def _stores_float64_weights(n: int) -> bool:
 def memory_estimate(n: int, coarsest: int = COARSEST, threads: int | None = None) -> dict:
     """Peak memory of solve() at N nodes per axis (f = None), bytes by component, from the array sizes.
 
-    nu (the caller's float64 field), the 5 float64 CG vectors (u, r, z, p, K p), the float64 operator (its
-    weights when stored, its chunk buffers), the hierarchy (per level: 12 float32 weight arrays and 4 float32
-    vectors; the coarsest LU bounded by its band), the transfer temporaries at the finest level.
+    Exact: nu (the caller's float64 field), the 5 float64 CG vectors (u, r, z, p, K p), the float64 operator's
+    weights (stored up to N = 256), the levels (12 float32 weight arrays and 4 float32 vectors each). Bounds: the
+    coarsest LU (within its band N^2 + N + 1), the chunk buffers, the transfer temporaries at the finest level,
+    the interpreter with numpy, scipy and pyamg.
     """
     threads = threads or default_threads()
     sizes = grid_sizes(n, coarsest)
@@ -625,13 +631,13 @@ def memory_estimate(n: int, coarsest: int = COARSEST, threads: int | None = None
         return threads * _WORKSPACE_BUFFERS * (min(CHUNK_ELEMENTS, (k - 1) * k * k) + k * k + k + 1) * itemsize
 
     c = sizes[-1]
-    band_lu = 12 * 2 * (c - 2) * c * c * (c * c + c + 1)  # L and U within the bandwidth N^2 + N + 1, 12 B each
     out = {
         "nu": 8 * n ** 3,
         "cg_vectors": 5 * 8 * n ** 3,
-        "operator": (weights(n, 8) if _stores_float64_weights(n) else 0) + workspace(n, 8),
-        "hierarchy": sum(weights(k, 4) + 4 * 4 * k ** 3 + workspace(k, 4) for k in sizes[:-1])
-        + band_lu + 2 * 4 * c ** 3,
+        "operator_weights": weights(n, 8) if _stores_float64_weights(n) else 0,
+        "levels": sum(weights(k, 4) + 4 * 4 * k ** 3 for k in sizes[:-1]),
+        "coarsest": 12 * 2 * (c - 2) * c * c * (c * c + c + 1) + 2 * 4 * c ** 3,  # L and U: 12 bytes per entry
+        "workspaces": workspace(n, 8) + sum(workspace(k, 4) for k in sizes[:-1]),
         "transfers": 2 * 4 * n * ((n + 1) // 2) ** 2,
         "interpreter": int(_INTERPRETER_BYTES),
     }
