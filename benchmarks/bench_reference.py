@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_reference.py [--resolutions 32,64,128,256,512] [--methods amg,gmg]
                                             [--samples sobol0,corner] [--rtol 1e-10]
+POISSON_TF_GMG_THREADS=1 measures GMG on one core (default: 2 threads; the records carry the count).
 Each (N, method, sample) runs in a fresh process, so its peak resident memory is its own. AMG runs only where
 its assembled hierarchy fits (N <= AMG_MAX_RESOLUTION: 3.6 GiB at 128^3, ~29 GiB at 256^3); GMG runs at every N,
 and where AMG ran too, records the relative difference of the two solutions. GMG records its analytic memory

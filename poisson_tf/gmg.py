@@ -28,7 +28,16 @@ LANCZOS_STEPS = 6
 
 
 def default_threads() -> int:
-    """Threads for the chunk loops: the cores this process may use, at most 2 (memory bandwidth bound beyond)."""
+    """Threads for the chunk loops: $POISSON_TF_GMG_THREADS if set, else the cores this process may use, at most 2.
+
+    Raises:
+      ValueError: if POISSON_TF_GMG_THREADS is set to anything but a positive integer.
+    """
+    value = os.environ.get("POISSON_TF_GMG_THREADS")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"POISSON_TF_GMG_THREADS must be a positive integer, got {value!r}")
+        return int(value)
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:

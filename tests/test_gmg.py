@@ -189,3 +189,13 @@ def test_memory_estimate_matches_the_hierarchy():
     assert held["coarsest"] <= estimate["coarsest"] and held["workspaces"] <= estimate["workspaces"]
     assert estimate["operator_weights"] == 12 * 8 * 47 * 48 ** 2 and estimate["cg_vectors"] == 40 * 48 ** 3
     assert estimate["total"] == sum(v for k, v in estimate.items() if k != "total")
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    monkeypatch.setenv("POISSON_TF_GMG_THREADS", "1")
+    assert gmg.default_threads() == 1
+    monkeypatch.setenv("POISSON_TF_GMG_THREADS", "two")
+    with pytest.raises(ValueError, match="POISSON_TF_GMG_THREADS"):
+        gmg.default_threads()
+    monkeypatch.delenv("POISSON_TF_GMG_THREADS")
+    assert 1 <= gmg.default_threads() <= 2
