@@ -293,7 +293,7 @@ class Stiffness:
             rows[first_row::ny] = 0
 
     def _chunk_weights(self, a: int, b: int, ws: _Workspace) -> list:
-        """The 12 weight arrays of elements [a, b) from nu (in the work dtype, float64 when storing)."""
+        """The 12 weight arrays of elements [a, b) from nu, computed in the work dtype."""
         n = b - a
         nu0, nu1 = self._windows(self._nu, a, n + self._ext, ws, "nu")
         weights = self._lines(nu0, nu1, n, ws, np.add, name="weight")

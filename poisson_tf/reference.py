@@ -1,4 +1,4 @@
-"""Sparse Q1 assembly and the AMG-preconditioned CG reference solver of DESIGN.md section 5."""
+"""Sparse Q1 assembly, the AMG-preconditioned CG reference solver (DESIGN.md s.5), and solve() for both methods."""
 from __future__ import annotations
 
 import dataclasses
