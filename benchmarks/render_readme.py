@@ -38,11 +38,17 @@ def table(title: str, command: str, header: list, rows: list) -> str:
 
 def render() -> str:
     out = []
-    rows = load("reference", lambda r: r["resolution"])
-    out.append(table("Reference AMG-CG solve (rtol 1e-10)", "python benchmarks/bench_reference.py",
-                     ["N", "unknowns", "iterations", "seconds", "AMG setup s", "peak GiB"],
-                     [[r["resolution"], f"{r['unknowns']:,}", r["iterations"], f"{r['seconds']:.2f}",
-                       f"{r['setup_seconds']:.2f}", f"{r['peak_rss_gib']:.2f}"] for r in sorted(rows, key=lambda r: r["resolution"])]))
+    rows = load("reference", lambda r: (r["resolution"], r.get("method", "amg"), r.get("sample", "sobol0")))
+    out.append(table("Reference AMG-CG solve and matrix-free GMG-CG (rtol 1e-10)",
+                     "python benchmarks/bench_reference.py --resolutions 32,64,128,256,512",
+                     ["N", "method", "sample", "contrast", "unknowns", "iterations", "seconds", "setup s", "peak GiB",
+                      "vs AMG"],
+                     [[r["resolution"], r.get("method", "amg"), r.get("sample", "sobol0"),
+                       f"{r['contrast']:.0e}" if "contrast" in r else "", f"{r['unknowns']:,}", r["iterations"],
+                       f"{r['seconds']:.2f}", f"{r['setup_seconds']:.2f}", f"{r['peak_rss_gib']:.2f}",
+                       f"{r['relative_difference_to_amg']:.0e}" if "relative_difference_to_amg" in r else ""]
+                      for r in sorted(rows, key=lambda r: (r["resolution"], r.get("sample", "sobol0"),
+                                                           r.get("method", "amg")))]))
     rows = load("energy", lambda r: (r["resolution"], r["batch"]))
     out.append(table("FEM energy loss next to one conv3d layer (voxels/s)", "python benchmarks/bench_energy.py",
                      ["N", "energy fwd", "energy fwd+bwd", "conv3d 2^3 1->24", "conv3d 3^3 16->16"],

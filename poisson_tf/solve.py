@@ -1,4 +1,4 @@
-"""poisson-tf-solve: reference AMG-CG solutions of KL or user-given diffusivity fields, written to HDF5 + XDMF."""
+"""poisson-tf-solve: reference CG solutions (AMG or matrix-free GMG) of KL or given nu fields, to HDF5 + XDMF."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,9 @@ flags.DEFINE_float("eta", fields.DEFAULT_ETA, "KL correlation length.")
 flags.DEFINE_string("input", None, "HDF5 file with a dataset `nu` [N,N,N] or [B,N,N,N] (instead of --coeffs).")
 flags.DEFINE_string("output", "solution.h5", "HDF5 file to write (nu, u); an .xdmf is written beside it.")
 flags.DEFINE_float("rtol", 1e-10, "Relative residual target of the preconditioned CG.")
+flags.DEFINE_enum("method", "auto", list(reference.METHODS), "Preconditioner: amg (assembled, pyamg), gmg "
+                  "(matrix-free geometric multigrid, up to 512^3), or auto (gmg from "
+                  f"{reference.AUTO_GMG_RESOLUTION} nodes per axis on).")
 flags.DEFINE_string("warm_start", None, "A trained model_dir: its prediction is CG's initial guess; iterations and "
                     "seconds are reported next to a solve from the zero guess at the same tolerance.")
 
@@ -33,7 +36,7 @@ def load_problem(coeffs, resolution: int, eta: float, input_path: str | None):
     return fields.kl_diffusivity(w, resolution, eta), w, eta
 
 
-def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None):
+def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None, method: str = "auto"):
     """Solves one field [N,N,N] or each of a batch [B,N,N,N].
 
     With warm_start (a model_dir), each field is solved twice to the same tolerance: from the zero guess and
@@ -55,10 +58,10 @@ def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None):
         predict_seconds = (time.perf_counter() - start) / len(batch)
     solutions, records = [], []
     for sample, guess in zip(batch, guesses):
-        u, rec = reference.solve(sample, rtol=rtol)
+        u, rec = reference.solve(sample, rtol=rtol, method=method)
         record = rec.as_dict()
         if guess is not None:
-            u, warm = reference.solve(sample, rtol=rtol, x0=guess)
+            u, warm = reference.solve(sample, rtol=rtol, x0=guess, method=method)
             record = {"cold": rec.as_dict(), "warm": dict(warm.as_dict(), predict_seconds=predict_seconds),
                       "iterations_saved": rec.iterations - warm.iterations,
                       "speedup": rec.seconds / (warm.seconds + predict_seconds)}
@@ -73,7 +76,7 @@ def main(argv):
     del argv
     try:
         nu, coeffs, eta = load_problem(FLAGS.coeffs, FLAGS.resolution, FLAGS.eta, FLAGS.input)
-        u, records = solve_all(nu, FLAGS.rtol, FLAGS.warm_start)
+        u, records = solve_all(nu, FLAGS.rtol, FLAGS.warm_start, FLAGS.method)
     except ValueError as e:
         sys.exit(f"poisson-tf-solve: error: {e}")
     hdf5.write_fields(FLAGS.output, {"nu": nu.astype(np.float32), "u": u.astype(np.float32)}, eta=eta,
