@@ -21,7 +21,7 @@ INPUT_FEATURES = ("log_nu", "nu")
 OUTPUT_PRIORS = ("linear", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu", "tanh")
 COARSE_NU = ("sample", "restrict")
-LR_DECAYS = ("constant", "cosine")
+LR_DECAYS = ("constant", "cosine", "cosine_per_visit")
 
 
 def _field(default, help: str, flag: str = "", items: type = int):
@@ -212,8 +212,9 @@ class OptimConfig:
     learning_rate: float = _field(2e-3, "Adam learning rate.")
     scale_lr_by_workers: bool = _field(False, "Multiply the learning rate by the number of workers.")
     warmup_steps: int = _field(0, "Linear learning-rate warmup steps.")
-    lr_decay: str = _field("constant", f"Learning-rate decay over the whole plan, one of {LR_DECAYS} (cosine: to "
-                                       "zero at the last step, on top of the per-visit factors).")
+    lr_decay: str = _field("constant", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
+                                       "cosine to zero over the whole plan, or over every visit (a warm restart at "
+                                       "each level switch).")
     precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)}: "
                                        "bfloat16 (GPU) or float16 (GPU, with loss scaling); the energy is "
                                        "always accumulated in float32.")

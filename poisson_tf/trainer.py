@@ -43,8 +43,8 @@ def make_train_step(network, optimizer):
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """The learning rate at every step: base x linear warmup (from base/warmup_steps to base over warmup_steps
     steps) x the factor of the visit the step belongs to (segments: (first step, factor), from the plan) x an
-    optional cosine decay to zero over total_steps. A function of the step counter alone, so a resumed run
-    continues it exactly."""
+    optional cosine decay to zero over total_steps ("cosine") or over every visit ("cosine_per_visit", a warm
+    restart at each level switch). A function of the step counter alone, so a resumed run continues it exactly."""
 
     def __init__(self, base: float, warmup_steps: int = 0, segments=(), total_steps: int = 0,
                  decay: str = "constant"):
@@ -63,6 +63,14 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rate *= tf.gather(tf.constant([factor for _, factor in self.segments], tf.float32), index)
         if self.decay == "cosine" and self.total_steps > 0:
             done = tf.minimum(step / float(self.total_steps), 1.0)
+            rate *= 0.5 * (1.0 + tf.cos(3.141592653589793 * done))
+        elif self.decay == "cosine_per_visit" and self.total_steps > 0:  # a warm restart at every visit
+            bounds = [first for first, _ in self.segments[1:]] + [self.total_steps]
+            starts = tf.constant([first for first, _ in self.segments] or [0], tf.float32)
+            ends = tf.constant(bounds if self.segments else [self.total_steps], tf.float32)
+            index = tf.reduce_sum(tf.cast(step[..., None] >= starts[1:], tf.int32), axis=-1)
+            first, last = tf.gather(starts, index), tf.gather(ends, index)
+            done = tf.minimum((step - first) / tf.maximum(last - first, 1.0), 1.0)
             rate *= 0.5 * (1.0 + tf.cos(3.141592653589793 * done))
         return rate
 
