@@ -32,6 +32,9 @@ SCHEDULES = {
     "f": {"cycle.cycle": "f", "fractions": (0.0625, 0.0625, 0.25), "cycle.revisit_lr_scale": 0.5},
     # the same Half-V with the finest level's batch at every level (coarse steps 8x, 64x cheaper)
     "half_v_same_batch": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "same_batch": True},
+    # the same, with the learning rate's cosine restarted at every visit (a warm restart at each level switch)
+    "half_v_restart": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "same_batch": True,
+                       "optim.lr_decay": "cosine_per_visit"},
     "half_v_restrict": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "data.coarse_nu": "restrict"},
 }
 
@@ -167,6 +170,7 @@ def plot(records: list, path: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     names = sorted({r["schedule"] for r in records}, key=lambda n: list(SCHEDULES).index(n))
@@ -176,15 +180,18 @@ def plot(records: list, path: str) -> str:
         for ax, key, scale in ((axes[0], "train_seconds", 60.0), (axes[1], "voxels", 1e9)):
             ax.plot([p[key] / scale for p in curve], [100 * p["rel_l2"] for p in curve], "-o", ms=3,
                     color=colors[r["schedule"]], alpha=0.85, label=f"{r['schedule']} (seed {r['seed']})")
-    finest = records[0]["levels"][-1]
+    levels = max((r["levels"] for r in records), key=len)  # a cycle's levels (single-level records name one)
+    finest = levels[-1]
     for ax, label in ((axes[0], "training time (min)"), (axes[1], "voxels processed (1e9)")):
         ax.set_xlabel(label)
         ax.set_ylabel(f"validation rel_l2 at {finest}^3 (%)")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     machine = _common.machine()
-    fig.suptitle(f"levels {','.join(map(str, records[0]['levels']))}: time to accuracy "
+    fig.suptitle(f"levels {','.join(map(str, levels))}: time to accuracy, {len(records)} runs "
                  f"({machine['isa_class']}, {machine['cpu_model']}, {machine['logical_cpus']} CPUs)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
