@@ -5,7 +5,7 @@ import functools
 import warnings
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 DEFAULT_ETA = 0.5
 DEFAULT_NUM_TERMS = 4
@@ -199,7 +199,9 @@ def sample_coeffs(num_samples: int, num_terms: int = DEFAULT_NUM_TERMS, method: 
         raise ValueError(f"bound must be a finite positive number, got {bound!r}")
     kl_roots(num_terms)  # validates num_terms
     if method == "sobol":
-        sampler = stats.qmc.Sobol(d=num_terms, scramble=True, seed=seed)
+        from scipy.stats import qmc  # here: importing scipy.stats costs every command line ~1 s at start
+
+        sampler = qmc.Sobol(d=num_terms, scramble=True, seed=seed)
         with warnings.catch_warnings():  # balance properties need powers of 2; any count is still valid
             warnings.simplefilter("ignore", UserWarning)
             if skip:
