@@ -90,9 +90,11 @@ def test_interrupted_then_resumed_run_reaches_the_same_weights(tmp_path, ref_cac
 
 def test_checkpoint_from_an_incompatible_config_is_refused(tmp_path, ref_cache):
     trainer.train(tiny_config(tmp_path / "run", ref_cache), stop_after_epochs=1)
+    saved = {name: (tmp_path / "run" / name).read_bytes() for name in ("config.json", "train_samples.h5")}
     other = tiny_config(tmp_path / "run", ref_cache, optim__global_batch_size=4)
     with pytest.raises(ValueError, match=r"written with other settings \(--global_batch_size=2 there, 4 now\)"):
         trainer.train(other, resume=True)
+    assert saved == {name: (tmp_path / "run" / name).read_bytes() for name in saved}  # a refusal writes nothing
     with pytest.raises(ValueError, match="no checkpoint"):
         trainer.train(tiny_config(tmp_path / "empty", ref_cache), resume=True)
 
@@ -193,7 +195,9 @@ def test_single_level_baseline_trains_only_the_finest_level(tmp_path, ref_cache)
 def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, ref_cache):
     run = tmp_path / "run"
     trainer.train(tiny_config(run, ref_cache))
+    results = {name: (run / name).read_bytes() for name in ("train_summary.json", "model.keras")}
     result = subprocess.run([sys.executable, "-m", "poisson_tf.train", f"--model_dir={run}", "--resume",
                              "--verbose=0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nothing to train" in result.stdout and "poisson-tf-evaluate" in result.stdout
+    assert results == {name: (run / name).read_bytes() for name in results}  # the summary was emptied once
