@@ -102,6 +102,8 @@ CASES = [
     ("solve: an HDF5 eta attribute that is not a number", "solve", ["--input={w}/inputs/eta_text.h5", OUT],
      r"not a KL provenance"),
     ("solve: neither --coeffs nor --input", "solve", [OUT], "give exactly one of --coeffs"),
+    ("solve: a tolerance the solver cannot reach", "solve", ["--coeffs=1,0,0,0", "--resolution=5", "--rtol=1e-300",
+                                                             OUT], r"did not (reach|converge)"),
 ]
 
 
