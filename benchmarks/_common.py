@@ -9,6 +9,9 @@ import subprocess
 import sys
 import time
 
+import poisson_tf  # noqa: F401  (before TensorFlow: the package's oneDNN choice applies to every benchmark)
+from poisson_tf import hardware
+
 RESULTS = os.environ.get("POISSON_TF_BENCH_RESULTS",
                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
 
@@ -27,6 +30,9 @@ def machine() -> dict:
             info[module] = __import__(module).__version__
         except Exception:  # noqa: BLE001 - a missing package is recorded as such
             info[module] = None
+    # The CPU class decides which oneDNN kernels run: every number names it (README tables show isa_class).
+    info.update(hardware.cpu_info(), onednn=hardware.onednn_enabled(),
+                onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
     return info
 
 

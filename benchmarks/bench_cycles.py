@@ -1,15 +1,19 @@
-"""Cycle comparison: wall time and training voxels until validation rel_l2 at the finest level first reaches
-a target, for each multigrid cycle and the single-level baseline, in one invocation on one machine.
+"""Time to accuracy of multigrid schedules against single-level training: validation rel_l2 at the finest level
+against training time and voxels, every schedule from scratch, the same validation fields and cadence for all.
 
-Usage: python benchmarks/bench_cycles.py [--levels 16,32,64] [--target 0.05] [--cycles half_v,v,w,f,single]
-          [--epochs_per_visit 4,2,1] [--max_cycles 40] [--single_epochs_per_visit N]
-The demo schedule against single-level training validated every epoch:
-  python benchmarks/bench_cycles.py --cycles=half_v,single --epochs_per_visit=60,30,40 --max_cycles=1
-          --single_epochs_per_visit=1 --target=0.03
-Each cycle repeats (num_cycles) until the target is met or max_cycles; validation runs at every visit end at
-the finest level only. Training seconds exclude validation; wall seconds include it.
+Usage: python benchmarks/bench_cycles.py [--levels 32,64,128] [--schedules single,half_v,v,f] [--seeds 0,1]
+          [--steps 600] [--validate_every_seconds 60] [--plot cycles_128.png]
+A schedule is a name from SCHEDULES (config overrides, as poisson-tf-train flags would give them); every one
+trains --steps optimizer steps in all (visit lengths are fractions of it), so with constant voxels per step
+(the default per-level batch) they cost about the same time. Validation (rel_l2 against cached AMG solutions
+of --num_val fixed fields, at the finest level only) runs after the first epoch that ends
+--validate_every_seconds of training after the last one, and at the end; its time is excluded from the
+training time (wall time includes it). Per-level step times are recorded apart from the rest.
+The summary compares each schedule with single-level training of the same seed: the training time until it
+first reaches single's final rel_l2 (speedup = single's time / that), and its rel_l2 at single's total time.
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -18,84 +22,220 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
+# name -> (visit lengths as fractions of --steps per level of a named cycle, or a spec builder; overrides)
+SCHEDULES = {
+    "single": {"cycle.cycle": "single"},
+    "half_v": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5)},
+    "half_v_coarse": {"cycle.cycle": "half_v", "fractions": (0.5, 0.25, 0.25)},
+    "v": {"cycle.cycle": "v", "fractions": (0.125, 0.125, 0.25), "cycle.revisit_lr_scale": 0.5},
+    "w": {"cycle.cycle": "w", "fractions": (0.0625, 0.0625, 0.25), "cycle.revisit_lr_scale": 0.5},
+    "f": {"cycle.cycle": "f", "fractions": (0.0625, 0.0625, 0.25), "cycle.revisit_lr_scale": 0.5},
+    # the same Half-V with the finest level's batch at every level (coarse steps 8x, 64x cheaper)
+    "half_v_same_batch": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "same_batch": True},
+    "half_v_restrict": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "data.coarse_nu": "restrict"},
+}
+
+
+def visit_steps(name: str, total: int, levels: tuple, block: int = 16) -> tuple:
+    """Steps of every level's visits such that the whole schedule trains `total` steps (one cycle)."""
+    from poisson_tf import multigrid
+
+    spec = SCHEDULES[name]
+    if spec["cycle.cycle"] == "single":
+        return (total,)
+    fractions = spec["fractions"]
+    visits = multigrid.cycle_levels(spec["cycle.cycle"], len(levels))
+    share = [fractions[level] for level in visits]
+    # whole blocks of `block` steps, so the plan's epochs stay that long (validation runs at epoch ends)
+    return tuple(max(block, block * round(total * f / sum(share) / block)) for f in fractions)
+
+
+def make_config(name: str, args, seed: int, model_dir: str):
+    from poisson_tf import config
+
+    spec = dict(SCHEDULES[name])
+    levels = tuple(int(x) for x in args.levels.split(","))
+    steps = visit_steps(name, args.steps, levels, args.num_train // args.global_batch)
+    values = {"preset": args.preset, **{f"model.{k}": v for k, v in args.model.items()},
+              "cycle.levels": list(levels), "cycle.visit_unit": "steps",
+              "cycle.epochs_per_visit": list(steps), "optim.global_batch_size": args.global_batch,
+              "optim.learning_rate": args.learning_rate, "optim.lr_decay": args.lr_decay,
+              "data.num_train": args.num_train, "data.num_val": args.num_val, "run.seed": seed,
+              "run.model_dir": model_dir, "run.verbose": 0, "run.validate_every": 10 ** 6,
+              "run.val_resolutions": [levels[-1]], "run.checkpoint_seconds": 10 ** 6}
+    if spec.pop("same_batch", False):
+        values["cycle.batch_per_level"] = [args.global_batch] * len(levels)
+        values["cycle.samples_per_level"] = [args.num_train] * len(levels)
+    spec.pop("fractions", None)
+    values.update(spec)
+    return config.override(values)
+
+
+def run(name: str, seed: int, args, val_coeffs) -> dict:
+    import keras
+    import numpy as np
+
+    from poisson_tf import inference, reference, trainer
+
+    cfg = make_config(name, args, seed, tempfile.mkdtemp(prefix=f"cycles_{name}_{seed}_"))
+    plan = cfg.plan()
+    finest = plan.resolutions[-1]
+    store = reference.ReferenceStore(args.reference_cache)
+    nu_val, u_ref = store.get_many(val_coeffs, cfg.data.eta, finest)  # solved (or read) before the clock starts
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.train_seconds, self.voxels, self.points, self.step_seconds = 0.0, 0, [], {}
+            self.resolutions, self.batches = plan.epoch_resolutions(), plan.epoch_batch_sizes()
+            self.since_validation = 0.0
+
+        def on_train_begin(self, logs=None):
+            self.wall_start = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            seconds = time.perf_counter() - self._t
+            self.train_seconds += seconds
+            self.since_validation += seconds
+            self.step_seconds.setdefault(self._resolution, []).append(seconds)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._resolution = self.resolutions[epoch]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.voxels += plan.steps_per_epoch * self.batches[epoch] * self.resolutions[epoch] ** 3
+            if self.since_validation >= args.validate_every_seconds or epoch == plan.num_epochs - 1:
+                self.validate(epoch)
+
+        def validate(self, epoch):
+            u = inference.predict(self.model.network, nu_val, batch_size=1)
+            errors = [float(np.linalg.norm(a - b) / np.linalg.norm(b)) for a, b in zip(u, u_ref)]
+            self.points.append({"epoch": epoch, "train_seconds": self.train_seconds, "voxels": self.voxels,
+                                "wall_seconds": time.perf_counter() - self.wall_start,
+                                "rel_l2": float(np.mean(errors)), "resolution": self.resolutions[epoch]})
+            self.since_validation = 0.0
+            print(f"  {name} seed {seed}: epoch {epoch + 1}/{plan.num_epochs} at {self.resolutions[epoch]}^3, "
+                  f"{self.train_seconds:.0f} s, rel_l2 {np.mean(errors):.2%}", flush=True)
+
+    recorder = Recorder()
+    trainer.train(cfg, extra_callbacks=[recorder])
+    steps = {str(n): float(np.median(s[1:] or s)) for n, s in recorder.step_seconds.items()}
+    return {"schedule": name, "seed": seed, "levels": list(plan.resolutions), "steps": plan.num_steps,
+            "visits": [[v.resolution, v.epochs * plan.steps_per_epoch, v.global_batch_size, v.lr_scale]
+                       for v in plan.visits], "config": cfg.to_dict(), "curve": recorder.points,
+            "median_step_seconds": steps, "train_seconds": recorder.train_seconds,
+            "final_rel_l2": recorder.points[-1]["rel_l2"]}
+
+
+def first_time_at(curve: list, target: float, key: str = "train_seconds"):
+    """The first `key` at which the curve's rel_l2 is <= target (None if never)."""
+    return next((p[key] for p in curve if p["rel_l2"] <= target), None)
+
+
+def rel_l2_at(curve: list, seconds: float) -> float:
+    """The last validated rel_l2 at or before `seconds` of training."""
+    before = [p["rel_l2"] for p in curve if p["train_seconds"] <= seconds * 1.0001]
+    return before[-1] if before else float("nan")
+
+
+def summarize(records: list) -> list:
+    """Per schedule and seed, against single-level training of the same seed."""
+    singles = {r["seed"]: r for r in records if r["schedule"] == "single"}
+    rows = []
+    for r in records:
+        base = singles.get(r["seed"])
+        row = {"schedule": r["schedule"], "seed": r["seed"], "final_rel_l2": r["final_rel_l2"],
+               "train_seconds": r["train_seconds"]}
+        if base is r:  # the baseline itself: its speedup is 1 by definition
+            row.update(target=r["final_rel_l2"], seconds_to_target=r["train_seconds"], speedup=1.0,
+                       rel_l2_at_single_time=r["final_rel_l2"])
+        elif base is not None:
+            target = base["final_rel_l2"]
+            reached = first_time_at(r["curve"], target)
+            row.update(target=target, seconds_to_target=reached,
+                       speedup=(base["train_seconds"] / reached) if reached else None,
+                       rel_l2_at_single_time=rel_l2_at(r["curve"], base["train_seconds"]))
+        rows.append(row)
+    return rows
+
+
+def plot(records: list, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = sorted({r["schedule"] for r in records}, key=lambda n: list(SCHEDULES).index(n))
+    colors = {n: f"C{i}" for i, n in enumerate(names)}
+    for r in records:
+        curve = r["curve"]
+        for ax, key, scale in ((axes[0], "train_seconds", 60.0), (axes[1], "voxels", 1e9)):
+            ax.plot([p[key] / scale for p in curve], [100 * p["rel_l2"] for p in curve], "-o", ms=3,
+                    color=colors[r["schedule"]], alpha=0.85, label=f"{r['schedule']} (seed {r['seed']})")
+    finest = records[0]["levels"][-1]
+    for ax, label in ((axes[0], "training time (min)"), (axes[1], "voxels processed (1e9)")):
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"validation rel_l2 at {finest}^3 (%)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    machine = _common.machine()
+    fig.suptitle(f"levels {','.join(map(str, records[0]['levels']))}: time to accuracy "
+                 f"({machine['isa_class']}, {machine['cpu_model']}, {machine['logical_cpus']} CPUs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--levels", default="16,32,64")
-    parser.add_argument("--target", type=float, default=0.05)
-    parser.add_argument("--cycles", default="half_v,v,w,f,single")
-    parser.add_argument("--epochs_per_visit", default="4,2,1")
-    parser.add_argument("--max_cycles", type=int, default=40)
-    parser.add_argument("--single_epochs_per_visit", type=int, default=0,
-                        help="epochs per visit of the single-level baseline (0: the finest level's)")
+    parser.add_argument("--levels", default="32,64,128")
+    parser.add_argument("--schedules", default="single,half_v,v,f")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps of every schedule in all")
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--model", default="", type=lambda text: {k: (int(v) if v.isdigit() else v) for k, v in
+                                                                  (item.split("=") for item in text.split(",") if item)},
+                        help="model overrides, e.g. depth=4,base_filters=16")
+    parser.add_argument("--global_batch", type=int, default=4, help="the finest level's global batch")
+    parser.add_argument("--num_train", type=int, default=64, help="the finest level's training samples")
+    parser.add_argument("--num_val", type=int, default=4)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--lr_decay", default="cosine")
+    parser.add_argument("--validate_every_seconds", type=float, default=60.0)
+    parser.add_argument("--reference_cache", default="")
+    parser.add_argument("--plot", default="", help="PNG path (default: results/cycles_<finest>.png)")
+    parser.add_argument("--tag", default="", help="a label stored with the records")
     args = parser.parse_args()
-    import keras
-
-    from poisson_tf import config, models, trainer
+    from poisson_tf import data
 
     levels = tuple(int(x) for x in args.levels.split(","))
-    finest = levels[-1]
-    key = f"eval/res{finest}/rel_l2"
-
-    class StopAtTarget(keras.callbacks.Callback):
-        """Stops at the first validation that reaches the target; times training apart from validation."""
-
-        def __init__(self, plan, global_batch, steps):
-            super().__init__()
-            self.resolutions, self.global_batch, self.steps = plan.epoch_resolutions(), global_batch, steps
-            self.train_seconds, self.voxels, self.reached, self.best = 0.0, 0, None, float("inf")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self._last = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.train_seconds += self._last - self._start
-            self.voxels += self.steps * self.global_batch * self.resolutions[epoch] ** 3
-            if key in logs:
-                self.best = min(self.best, logs[key])
-                if logs[key] <= args.target and self.reached is None:
-                    self.reached = epoch
-                    self.model.stop_training = True
-
-    epochs = tuple(int(x) for x in args.epochs_per_visit.split(","))
+    # The same validation fields for every schedule: a set of their own (seed 2027), not the runs' samples.
+    _, val_set = data.make_sample_sets(1, args.num_val, seed=2027)
     records = []
-    for cycle in args.cycles.split(","):
-        cfg = config.TrainConfig(
-            preset=args.preset, model=models.preset(args.preset), data=config.DataConfig(num_train=64, num_val=4),
-            cycle=config.CycleConfig(levels=levels, cycle=cycle, epochs_per_visit=epochs if cycle != "single"
-                                     else (args.single_epochs_per_visit or epochs[-1],),
-                                     # single visits once per cycle: give it as many epochs as a cycle has visits
-                                     num_cycles=args.max_cycles * (1 if cycle != "single" else
-                                                                   4 * sum(epochs) // (args.single_epochs_per_visit
-                                                                                       or epochs[-1]))),
-            optim=config.OptimConfig(global_batch_size=4, learning_rate=args.learning_rate),
-            run=config.RunConfig(model_dir=tempfile.mkdtemp(prefix=f"cycle_{cycle}_"), verbose=0,
-                                 val_resolutions=(finest,), threads=0))
-        plan = cfg.cycle.plan()
-        stop = StopAtTarget(plan, 4, 16)
-        start = time.perf_counter()
-        summary = trainer.train(cfg, extra_callbacks=[stop])
-        wall = time.perf_counter() - start
-        records.append({"cycle": cycle, "levels": list(levels), "target": args.target,
-                        "reached": stop.reached is not None, "epochs": len(summary["trained_resolutions"]),
-                        "train_seconds": stop.train_seconds, "wall_seconds": wall, "training_voxels": stop.voxels,
-                        "best_rel_l2": stop.best})
-    base = next((r for r in records if r["cycle"] == "single"), None)
-    for r in records:
-        if base and base["reached"] and r["reached"]:
-            r["speedup_train_seconds"] = base["train_seconds"] / r["train_seconds"]
-            r["speedup_voxels"] = base["training_voxels"] / r["training_voxels"]
-        print(f"{r['cycle']:>7}: {'reached' if r['reached'] else 'NOT reached'} rel_l2 <= {args.target:.0%} at "
-              f"{finest}^3 after {r['epochs']} epochs, {r['train_seconds']:.0f} s training ({r['wall_seconds']:.0f} s "
-              f"wall), {r['training_voxels']:.2e} voxels, best {r['best_rel_l2']:.2%}"
-              + (f", speedup {r['speedup_train_seconds']:.2f}x time / {r['speedup_voxels']:.2f}x voxels"
-                 if "speedup_train_seconds" in r else ""))
+    for seed in map(int, args.seeds.split(",")):
+        for name in args.schedules.split(","):
+            records.append(run(name, seed, args, val_set.coeffs))
+    rows = summarize(records)
+    for row in rows:
+        extra = ""
+        if row.get("target") is not None:
+            extra = (f"; reaches single's {row['target']:.2%} after "
+                     + (f"{row['seconds_to_target']:.0f} s = {row['speedup']:.2f}x faster" if row["speedup"]
+                        else "never") + f"; at single's time {row['rel_l2_at_single_time']:.2%}")
+        print(f"{row['schedule']:>18} seed {row['seed']}: final {row['final_rel_l2']:.2%} after "
+              f"{row['train_seconds']:.0f} s{extra}")
+    for record, row in zip(records, rows):
+        record["summary"] = row
+    path = args.plot or os.path.join(_common.RESULTS, f"cycles_{levels[-1]}.png")
+    print(plot(records, path))
     print(_common.write("cycles", records, vars(args)))
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Horovod weak scaling: per-worker training throughput at -np 1 and -np 2 (one compute thread per worker,
-fixed per-worker batch), the efficiency ratio, and the share of a step spent in the gradient allreduce.
+"""Horovod on one host: total training throughput of N ranks against one process using all the cores, at a
+fixed global batch (the package's defaults: each rank bound to its share of the cores, cores / N threads,
+MPI yielding while it waits), and what the gradient allreduce costs inside the step.
 
-Usage: python benchmarks/bench_scaling.py [--workers 1,2] [--resolution 32] [--preset small] [--gloo]
-The allreduce share is timed separately: the same grouped allreduce of gradient-shaped tensors, alone.
+Usage: python benchmarks/bench_scaling.py [--workers 1,2] [--resolution 64] [--preset small] [--gloo]
+The allreduce's cost is the step time with it minus the same step traced without it (the gradients then
+stay per-rank; only the timing is used), both measured in the same processes.
 """
 import argparse
 import json
@@ -18,55 +20,58 @@ import _common  # noqa: E402
 def child(args) -> None:
     from poisson_tf import distributed
 
-    distributed.init(intra_op_threads=1, inter_op_threads=1)
+    distributed.init(intra_op_threads=0, inter_op_threads=0)  # the package's defaults: this rank's cores
+    import keras
     import tensorflow as tf
 
     from poisson_tf import fields, models, trainer
 
-    import keras
-
     keras.utils.set_random_seed(0)
-    network = models.build_model(args.preset)
-    train_step = trainer.make_train_step(network, keras.optimizers.Adam(1e-3))  # with the gradient allreduce
-    coeffs = fields.sample_coeffs(args.batch, seed=1 + distributed.rank())  # different data per worker
+    per_worker = distributed.split_batch(args.global_batch)
+    coeffs = fields.sample_coeffs(args.global_batch, seed=1)[distributed.rank() * per_worker:][:per_worker]
     nu = tf.constant(fields.kl_diffusivity(coeffs, args.resolution)[..., None], tf.float32)
-    variables = network.trainable_variables
+    network = models.build_model(args.preset)
+    with_allreduce = trainer.make_train_step(network, keras.optimizers.Adam(1e-3))
+    reduce = distributed.allreduce_gradients
+    distributed.allreduce_gradients = list  # traced below without the allreduce (timing only)
+    without_allreduce = trainer.make_train_step(models.build_model(args.preset), keras.optimizers.Adam(1e-3))
+    without_allreduce(nu)
+    distributed.allreduce_gradients = reduce
 
-    def step():
-        return train_step(nu)
+    def seconds_per_step(step):
+        float(step(nu)["loss"])
+        times = []
+        for _ in range(args.repeats):
+            distributed.barrier()
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                float(step(nu)["loss"])
+            distributed.barrier()
+            times.append((time.perf_counter() - start) / args.steps)
+        return times
 
-    @tf.function
-    def allreduce_only():
-        return distributed.allreduce_gradients([tf.ones_like(v) for v in variables])
-
-    def per_step(fn):
-        fn()
-        distributed.barrier()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            fn()
-        distributed.barrier()
-        return (time.perf_counter() - start) / args.steps
-
-    step_seconds = per_step(step)
-    allreduce_seconds = per_step(allreduce_only) if distributed.size() > 1 else 0.0
+    full, bare = seconds_per_step(with_allreduce), seconds_per_step(without_allreduce)
     if distributed.is_chief():
+        median = sorted(full)[len(full) // 2]
+        allreduce = max(0.0, median - sorted(bare)[len(bare) // 2]) if distributed.size() > 1 else 0.0
         print(json.dumps({"workers": distributed.size(), "resolution": args.resolution, "preset": args.preset,
-                          "per_worker_batch": args.batch, "step_seconds": step_seconds,
-                          "per_worker_voxels_per_s": args.batch * args.resolution ** 3 / step_seconds,
-                          "total_voxels_per_s": distributed.size() * args.batch * args.resolution ** 3 / step_seconds,
-                          "allreduce_seconds": allreduce_seconds, "allreduce_share": allreduce_seconds / step_seconds,
-                          "gradient_megabytes": sum(v.numpy().nbytes for v in variables) / 1e6,
-                          "transport": "gloo" if args.gloo else "mpi"}))
+                          "global_batch": args.global_batch, "threads_per_worker": len(os.sched_getaffinity(0)),
+                          "step_seconds": median, "step_seconds_repeats": full,
+                          "step_seconds_without_allreduce": bare,
+                          "total_voxels_per_s": args.global_batch * args.resolution ** 3 / median,
+                          "allreduce_seconds_in_step": allreduce, "allreduce_share": allreduce / median,
+                          "gradient_megabytes": sum(v.numpy().nbytes for v in network.trainable_variables) / 1e6,
+                          "transport": "gloo" if args.gloo else "mpi" if distributed.size() > 1 else "none"}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--global_batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gloo", action="store_true")
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
@@ -75,21 +80,22 @@ def main() -> None:
     horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
     records = []
     for np_ in map(int, args.workers.split(",")):
-        cmd = [horovodrun, "-np", str(np_), "-H", f"localhost:{np_}"] + (["--gloo"] if args.gloo else []) + [
-            sys.executable, __file__, "--child", f"--resolution={args.resolution}", f"--preset={args.preset}",
-            f"--batch={args.batch}", f"--steps={args.steps}"] + (["--gloo"] if args.gloo else [])
+        cmd = [sys.executable, __file__, "--child"] + (["--gloo"] if args.gloo else []) + [
+            f"--{k}={v}" for k, v in vars(args).items() if k not in ("child", "workers", "gloo")]
+        if np_ > 1:
+            cmd = [horovodrun, "-np", str(np_), "-H", f"localhost:{np_}"] + (["--gloo"] if args.gloo else []) + cmd
         out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         line = [x for x in out.stdout.splitlines() if '"workers"' in x][-1]
         # horovodrun tags each line ("[1,0]<stdout>:") and may append another rank's tag after the JSON.
         records.append(json.JSONDecoder().raw_decode(line[line.index("{"):])[0])
-    base = records[0]["per_worker_voxels_per_s"]
+    base = records[0]["total_voxels_per_s"]
     for r in records:
-        r["weak_scaling_efficiency"] = r["per_worker_voxels_per_s"] / base
-        print(f"-np {r['workers']} ({r['transport']}): {r['per_worker_voxels_per_s']:.3e} voxels/s per worker, "
-              f"{r['total_voxels_per_s']:.3e} total, efficiency {r['weak_scaling_efficiency']:.1%}, "
-              f"allreduce {r['allreduce_seconds'] * 1e3:.1f} ms = {r['allreduce_share']:.1%} of a step "
-              f"({r['gradient_megabytes']:.2f} MB of gradients)")
+        r["speedup_over_one_process"] = r["total_voxels_per_s"] / base
+        print(f"{r['workers']} worker(s) x {r['threads_per_worker']} thread(s) ({r['transport']}): "
+              f"{r['total_voxels_per_s']:.3e} voxels/s in total = {r['speedup_over_one_process']:.2f}x one "
+              f"process; allreduce {r['allreduce_seconds_in_step'] * 1e3:.1f} ms = {r['allreduce_share']:.1%} of "
+              f"a step ({r['gradient_megabytes']:.2f} MB of gradients)")
     print(_common.write("scaling", records, vars(args)))
 
 

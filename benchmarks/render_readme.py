@@ -1,7 +1,8 @@
 """Renders the benchmark JSON lines (benchmarks/results/*.jsonl) into README.rst between the results markers.
 
 Usage: python benchmarks/render_readme.py [--readme README.rst]
-The newest record of each configuration wins; a benchmark without results is left out.
+The newest record of each configuration and CPU class wins (every table names the class: avx2 or avx512);
+a benchmark without results is left out.
 """
 import argparse
 import json
@@ -12,7 +13,14 @@ RESULTS = os.environ.get("POISSON_TF_BENCH_RESULTS",
 START, END = ".. results-start", ".. results-end"
 
 
-def load(name: str, key) -> list:
+def cpu(record: dict) -> str:
+    """The CPU class a record was measured on; records from before they named it came from the AVX-512
+    machine (their matmul reference, 499 GFLOP/s, is out of an AVX2 machine's reach) and are marked '*'."""
+    return record.get("machine", {}).get("isa_class") or "avx512*"
+
+
+def load(name: str, key, keep=lambda r: True) -> list:
+    """The newest record of every (CPU class, key) of a benchmark, in file order; `keep` filters formats."""
     path = os.path.join(RESULTS, f"{name}.jsonl")
     if not os.path.exists(path):
         return []
@@ -20,101 +28,128 @@ def load(name: str, key) -> list:
     with open(path) as f:
         for line in f:
             record = json.loads(line)
-            latest[key(record)] = record
+            if keep(record):
+                latest[(cpu(record),) + tuple(key(record) if isinstance(key(record), tuple) else (key(record),))] = record
     return list(latest.values())
 
 
-def table(title: str, command: str, header: list, rows: list) -> str:
-    if not rows:
+def table(title: str, command: str, header: list, records: list, cells, order=None) -> str:
+    """An RST table of records, the CPU class first: cells(record) -> the other columns."""
+    if not records:
         return ""
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    records = sorted(records, key=lambda r: (cpu(r),) + tuple(order(r) if order else ()))
+    rows = [[cpu(r)] + [str(c) for c in cells(r)] for r in records]
+    cells_ = [["CPU"] + header] + rows
+    widths = [max(len(r[i]) for r in cells_) for i in range(len(cells_[0]))]
     rule = "  ".join("=" * w for w in widths)
     lines = [title, "~" * len(title), "", f"``{command}``", "", rule,
-             "  ".join(h.ljust(w) for h, w in zip(header, widths)), rule]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells[1:]]
+             "  ".join(h.ljust(w) for h, w in zip(cells_[0], widths)), rule]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(lines + [rule, "", ""])
 
 
 def render() -> str:
     out = []
-    rows = load("reference", lambda r: r["resolution"])
-    out.append(table("Reference AMG-CG solve (rtol 1e-10)", "python benchmarks/bench_reference.py",
-                     ["N", "unknowns", "iterations", "seconds", "AMG setup s", "peak GiB"],
-                     [[r["resolution"], f"{r['unknowns']:,}", r["iterations"], f"{r['seconds']:.2f}",
-                       f"{r['setup_seconds']:.2f}", f"{r['peak_rss_gib']:.2f}"] for r in sorted(rows, key=lambda r: r["resolution"])]))
-    rows = load("energy", lambda r: (r["resolution"], r["batch"]))
-    out.append(table("FEM energy loss next to one conv3d layer (voxels/s)", "python benchmarks/bench_energy.py",
-                     ["N", "energy fwd", "energy fwd+bwd", "conv3d 2^3 1->24", "conv3d 3^3 16->16"],
-                     [[r["resolution"], f"{r['energy_forward_voxels_per_s']:.2e}",
-                       f"{r['energy_forward_backward_voxels_per_s']:.2e}", f"{r['conv3d_2x2x2_1to24_voxels_per_s']:.2e}",
-                       f"{r['conv3d_3x3x3_16to16_voxels_per_s']:.2e}"] for r in sorted(rows, key=lambda r: r["resolution"])]))
-    rows = load("pipeline", lambda r: (r["resolution"], r["preset"], r["batch"]))
-    out.append(table("Input pipeline next to training (samples/s)", "python benchmarks/bench_pipeline.py",
-                     ["N", "pipeline (uncached)", "training (small, batch 2)", "ratio"],
-                     [[r["resolution"], f"{r['pipeline_samples_per_s']:.0f}", f"{r['training_samples_per_s']:.1f}",
-                       f"{r['ratio']:.0f}x"] for r in sorted(rows, key=lambda r: r["resolution"])]))
-    rows = load("models", lambda r: (r["preset"], r["resolution"], r["batch"]))
-    out.append(table("Step time and peak memory per preset (batch 1)", "python benchmarks/bench_models.py",
-                     ["preset", "params", "N", "forward s", "fwd+bwd s", "peak GiB inference", "peak GiB training"],
-                     [[r["preset"], f"{r['params']:,}", r["resolution"], f"{r['forward_seconds']:.3f}",
-                       f"{r['step_seconds']:.3f}", f"{r.get('peak_inference_gib', float('nan')):.2f}",
-                       f"{r['peak_rss_gib']:.2f}"] for r in rows]))
-    rows = load("throughput", lambda r: (r["preset"], r["resolution"], r["precision"], r["batch"]))
-    out.append(table("Training throughput and efficiency (batch 2, 2 threads)", "python benchmarks/bench_throughput.py",
-                     ["preset", "N", "precision", "voxels/s", "FLOP/voxel (fwd)", "GFLOP/s", "matmul GFLOP/s",
-                      "efficiency"],
-                     [[r["preset"], r["resolution"], r["precision"], f"{r['voxels_per_s']:.2e}",
-                       f"{r['flops_per_voxel']:.0f}", f"{r['achieved_flops'] / 1e9:.1f}",
-                       f"{r['matmul_flops'] / 1e9:.0f}", f"{r['efficiency']:.0%}"] for r in rows]))
-    rows = load("scaling", lambda r: (r["workers"], r["resolution"], r["transport"]))
-    out.append(table("Horovod weak scaling (1 thread per worker, batch 2 per worker)",
-                     "python benchmarks/bench_scaling.py --resolution=64",
-                     ["workers", "transport", "N", "voxels/s per worker", "efficiency", "allreduce ms", "allreduce share"],
-                     [[r["workers"], r["transport"], r["resolution"], f"{r['per_worker_voxels_per_s']:.2e}",
-                       f"{r.get('weak_scaling_efficiency', 1):.0%}", f"{r['allreduce_seconds'] * 1e3:.2f}",
-                       f"{r['allreduce_share']:.1%}"] for r in sorted(rows, key=lambda r: r["workers"])]))
-    rows = load("inference", lambda r: r["resolution"])
-    out.append(table("Network inference versus the AMG reference (demo model, s per field)",
-                     "python benchmarks/bench_inference.py",
-                     ["N", "network s", "network rel_l2", "AMG s (1e-10)", "AMG s (1e-3)", "AMG rel_l2 (1e-3)",
-                      "speedup"],
-                     [[r["resolution"], f"{r['network_seconds']:.3f}", f"{r['network_rel_l2']:.2%}",
-                       f"{r['amg_seconds_rtol1e10']:.2f}", f"{r['amg_seconds_rtol1e3']:.2f}",
-                       f"{r['amg_rel_l2_rtol1e3']:.1e}", f"{r['speedup_vs_amg_1e10']:.0f}x"]
-                      for r in sorted(rows, key=lambda r: r["resolution"])]))
-    rows = load("megavoxel", lambda r: (r["kind"], r["resolution"], r["precision"], r["preset"]))
-    out.append(table("Megavoxel scale (small preset, batch 1)", "python benchmarks/bench_megavoxel.py",
-                     ["task", "N", "Mvoxel", "precision", "seconds", "peak GiB"],
-                     [[r["kind"], r["resolution"], f"{r['voxels'] / 1e6:.1f}", r["precision"],
-                       f"{r.get('step_seconds', r.get('predict_seconds')):.2f}", f"{r['peak_rss_gib']:.2f}"]
-                      for r in rows]))
-    rows = load("precision", lambda r: (r["precision"], tuple(r["levels"]), tuple(r["epochs_per_visit"])))
-    out.append(table("Mixed precision: the same training in float32 and bfloat16 (1 process)",
-                     "python benchmarks/bench_precision.py",
-                     ["precision", "levels", "epochs per visit", "train s", "rel_l2 finest", "energy_gap finest"],
-                     [[r["precision"], ",".join(map(str, r["levels"])), ",".join(map(str, r["epochs_per_visit"])),
-                       f"{r['train_seconds']:.0f}",
-                       "diverged (NaN)" if r.get("diverged") or r["rel_l2"] != r["rel_l2"] else f"{r['rel_l2']:.2%}",
-                       "-" if r.get("diverged") or r["energy_gap"] != r["energy_gap"] else f"{r['energy_gap']:.3f}"]
-                      for r in rows]))
-    rows = load("cycles", lambda r: (r["cycle"], tuple(r["levels"]), r["target"], r["settings"]["epochs_per_visit"],
-                                     r["settings"].get("single_epochs_per_visit", 0)))
+    out.append(table(
+        "Reference AMG-CG solve and matrix-free GMG-CG (rtol 1e-10)",
+        "python benchmarks/bench_reference.py --resolutions 32,64,128,256,512",
+        ["N", "method", "sample", "contrast", "unknowns", "iterations", "seconds", "setup s", "peak GiB", "vs AMG"],
+        load("reference", lambda r: (r["resolution"], r.get("method", "amg"), r.get("sample", "sobol0"))),
+        lambda r: [r["resolution"], r.get("method", "amg"), r.get("sample", "sobol0"),
+                   f"{r['contrast']:.0e}" if "contrast" in r else "", f"{r['unknowns']:,}", r["iterations"],
+                   f"{r['seconds']:.2f}", f"{r['setup_seconds']:.2f}", f"{r['peak_rss_gib']:.2f}",
+                   f"{r['relative_difference_to_amg']:.0e}" if "relative_difference_to_amg" in r else ""],
+        lambda r: (r["resolution"], r.get("sample", "sobol0"), r.get("method", "amg"))))
+    out.append(table(
+        "FEM energy loss next to one conv3d layer (voxels/s)", "python benchmarks/bench_energy.py",
+        ["N", "energy fwd", "energy fwd+bwd", "conv3d 2^3 1->24", "conv3d 3^3 16->16"],
+        load("energy", lambda r: (r["resolution"], r["batch"])),
+        lambda r: [r["resolution"], f"{r['energy_forward_voxels_per_s']:.2e}",
+                   f"{r['energy_forward_backward_voxels_per_s']:.2e}", f"{r['conv3d_2x2x2_1to24_voxels_per_s']:.2e}",
+                   f"{r['conv3d_3x3x3_16to16_voxels_per_s']:.2e}"],
+        lambda r: (r["resolution"],)))
+    out.append(table(
+        "Input pipeline next to training (samples/s)", "python benchmarks/bench_pipeline.py",
+        ["N", "pipeline (uncached)", "training (small, batch 2)", "ratio"],
+        load("pipeline", lambda r: (r["resolution"], r["preset"], r["batch"])),
+        lambda r: [r["resolution"], f"{r['pipeline_samples_per_s']:.0f}", f"{r['training_samples_per_s']:.1f}",
+                   f"{r['ratio']:.0f}x"],
+        lambda r: (r["resolution"],)))
+    out.append(table(
+        "Step time and peak memory per preset (batch 1)", "python benchmarks/bench_models.py",
+        ["preset", "params", "N", "forward s", "fwd+bwd s", "peak GiB inference", "peak GiB training"],
+        load("models", lambda r: (r["preset"], r["resolution"], r["batch"])),
+        lambda r: [r["preset"], f"{r['params']:,}", r["resolution"], f"{r['forward_seconds']:.3f}",
+                   f"{r['step_seconds']:.3f}", f"{r.get('peak_inference_gib', float('nan')):.2f}",
+                   f"{r['peak_rss_gib']:.2f}"]))
+    out.append(table(
+        "Training throughput and efficiency (2 threads)", "python benchmarks/bench_throughput.py",
+        ["preset", "N", "batch", "precision", "voxels/s", "FLOP/voxel (fwd)", "GFLOP/s", "matmul GFLOP/s",
+         "efficiency"],
+        load("throughput", lambda r: (r["preset"], r["resolution"], r["precision"], r["batch"])),
+        lambda r: [r["preset"], r["resolution"], r["batch"], r["precision"], f"{r['voxels_per_s']:.2e}",
+                   f"{r['flops_per_voxel']:.0f}", f"{r['achieved_flops'] / 1e9:.1f}",
+                   f"{r['matmul_flops'] / 1e9:.0f}", f"{r['efficiency']:.0%}"],
+        lambda r: (r["precision"], r["preset"], r["batch"], r["resolution"])))
+    out.append(table(
+        "Where a training step's time goes (top 5 ops, summed over the compute threads)",
+        "python benchmarks/bench_profile.py",
+        ["preset", "N", "batch", "step ms", "op ms", "top ops (ms)"],
+        load("profile", lambda r: (r["preset"], r["resolution"], r["batch"])),
+        lambda r: [r["preset"], r["resolution"], r["batch"], f"{r['step_seconds'] * 1e3:.0f}", f"{r['op_ms']:.0f}",
+                   "; ".join(f"{op['layer']} {op['op']} {op['ms']:.0f}" for op in r["top_ops"][:5])]))
+    out.append(table(
+        "Horovod ranks on one host against one process (same global batch)",
+        "python benchmarks/bench_scaling.py --resolution=64 [--gloo]",
+        ["N", "workers", "threads each", "transport", "voxels/s in total", "vs one process", "allreduce ms",
+         "allreduce share"],
+        load("scaling", lambda r: (r["workers"], r["resolution"], r["transport"]), lambda r: "global_batch" in r),
+        lambda r: [r["resolution"], r["workers"], r["threads_per_worker"], r["transport"],
+                   f"{r['total_voxels_per_s']:.2e}", f"{r['speedup_over_one_process']:.2f}x",
+                   f"{r['allreduce_seconds_in_step'] * 1e3:.1f}", f"{r['allreduce_share']:.1%}"],
+        lambda r: (r["resolution"], r["workers"], r["transport"])))
+    out.append(table(
+        "The network against the reference solver at matched accuracy (demo model, seconds per field)",
+        "python benchmarks/bench_inference.py --resolutions 32,64,128,256",
+        ["N", "network s", "network rel_l2", "solver", "solver s to that rel_l2", "speedup", "solver s to 1e-10",
+         "warm start its (1e-8)", "cold its (1e-8)"],
+        load("inference", lambda r: r["resolution"], lambda r: "solver_seconds_matched" in r),
+        lambda r: [r["resolution"], f"{r['network_seconds']:.3f}", f"{r['network_rel_l2']:.2%}", r["solver_method"],
+                   f"{r['solver_seconds_matched']:.2f}", f"{r['speedup_matched']:.0f}x",
+                   f"{r['solver_seconds_1e10']:.2f}", f"{r['warm_iterations_1e8']:.1f}",
+                   f"{r['cold_iterations_1e8']:.1f}"],
+        lambda r: (r["resolution"],)))
+    out.append(table(
+        "Megavoxel scale (small preset, batch 1)", "python benchmarks/bench_megavoxel.py",
+        ["task", "N", "Mvoxel", "precision", "seconds", "peak GiB"],
+        load("megavoxel", lambda r: (r["kind"], r["resolution"], r["precision"], r["preset"])),
+        lambda r: [r["kind"], r["resolution"], f"{r['voxels'] / 1e6:.1f}", r["precision"],
+                   f"{r.get('step_seconds', r.get('predict_seconds')):.2f}", f"{r['peak_rss_gib']:.2f}"]))
+    out.append(table(
+        "Mixed precision: the same training in float32 and bfloat16 (1 process)", "python benchmarks/bench_precision.py",
+        ["precision", "levels", "epochs per visit", "train s", "rel_l2 finest", "energy_gap finest"],
+        load("precision", lambda r: (r["precision"], tuple(r["levels"]), tuple(r["epochs_per_visit"]))),
+        lambda r: [r["precision"], ",".join(map(str, r["levels"])), ",".join(map(str, r["epochs_per_visit"])),
+                   f"{r['train_seconds']:.0f}",
+                   "diverged (NaN)" if r.get("diverged") or r["rel_l2"] != r["rel_l2"] else f"{r['rel_l2']:.2%}",
+                   "-" if r.get("diverged") or r["energy_gap"] != r["energy_gap"] else f"{r['energy_gap']:.3f}"]))
 
-    def epochs_per_visit(r):
-        if r["cycle"] == "single":
-            return str(r["settings"].get("single_epochs_per_visit") or r["settings"]["epochs_per_visit"].split(",")[-1])
-        return r["settings"]["epochs_per_visit"]
+    def speedup(r):
+        value = r["summary"].get("speedup")
+        return "never" if value is None and "target" in r["summary"] else f"{value:.2f}x" if value else "-"
 
-    out.append(table("Cycles until validation rel_l2 first reaches a target at the finest level (1 process)",
-                     "python benchmarks/bench_cycles.py",
-                     ["cycle", "levels", "epochs/visit", "target", "reached", "epochs", "train s", "voxels",
-                      "best rel_l2", "speedup (time)", "speedup (voxels)"],
-                     [[r["cycle"], ",".join(map(str, r["levels"])), epochs_per_visit(r), f"{r['target']:.0%}",
-                       "yes" if r["reached"] else "no", r["epochs"], f"{r['train_seconds']:.0f}",
-                       f"{r['training_voxels']:.2e}", f"{r['best_rel_l2']:.2%}",
-                       f"{r['speedup_train_seconds']:.2f}x" if "speedup_train_seconds" in r else "-",
-                       f"{r['speedup_voxels']:.2f}x" if "speedup_voxels" in r else "-"] for r in rows]))
+    out.append(table(
+        "Time to accuracy: schedules against single-level training (1 process, rel_l2 at the finest level)",
+        "python benchmarks/bench_cycles.py --levels 32,64,128",
+        ["schedule", "levels", "seed", "steps", "train s", "final rel_l2", "single's final", "reached after s",
+         "speedup", "rel_l2 at single's time"],
+        load("cycles", lambda r: (r["schedule"], tuple(r["levels"]), r["seed"], r["settings"].get("tag", "")),
+             lambda r: "schedule" in r),
+        lambda r: [r["schedule"], ",".join(map(str, r["levels"])), r["seed"], r["steps"], f"{r['train_seconds']:.0f}",
+                   f"{r['final_rel_l2']:.2%}", f"{r['summary'].get('target', float('nan')):.2%}",
+                   f"{r['summary']['seconds_to_target']:.0f}" if r["summary"].get("seconds_to_target") else "-",
+                   speedup(r), f"{r['summary'].get('rel_l2_at_single_time', float('nan')):.2%}"],
+        lambda r: (r["levels"][-1], r["seed"], r["schedule"])))
     return "".join(out).rstrip() + "\n"
 
 

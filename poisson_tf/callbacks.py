@@ -113,11 +113,11 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
     STEP_SCALARS = ("energy", "resolution", "level", "learning_rate", "voxels_per_second")
 
-    def __init__(self, log_dir: str, plan: EpochPlan, global_batch_size: int, hparams: dict,
-                 validator: Validator | None = None):
+    def __init__(self, log_dir: str, plan: EpochPlan, hparams: dict, validator: Validator | None = None):
         super().__init__()
         self.enabled = distributed.is_chief()
-        self.log_dir, self.plan, self.global_batch_size = log_dir, plan, global_batch_size
+        self.log_dir, self.plan = log_dir, plan
+        self.batch_sizes = plan.epoch_batch_sizes()
         self.hparams, self.validator = hparams, validator
         self.levels = plan.epoch_levels()
         self._writer = None
@@ -173,7 +173,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
             lr = np.asarray(schedule(tf.constant(steps)), np.float64) * np.ones(len(steps))
         else:
             lr = np.full(len(steps), float(np.asarray(self.model.optimizer.learning_rate)))
-        values = np.array([(energy, n, level, lr[i], self.global_batch_size * n ** 3 / max(seconds, 1e-9))
+        batch = self.batch_sizes[self._epoch]
+        values = np.array([(energy, n, level, lr[i], batch * n ** 3 / max(seconds, 1e-9))
                            for i, (_, energy, n, level, seconds) in enumerate(self._rows)], np.float32)
         self._write_steps(tf.constant(steps), tf.constant(values))
         self._rows = []

@@ -21,6 +21,8 @@ UPSAMPLING = ("transpose", "upsample")
 INPUT_FEATURES = ("log_nu", "nu")
 OUTPUT_PRIORS = ("linear", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu", "tanh")
+COARSE_NU = ("sample", "restrict")
+LR_DECAYS = ("constant", "cosine", "cosine_per_visit")
 
 
 MAX_THREADS = 1024  # TensorFlow aborts the process on a negative thread count; more than this is no CPU node
@@ -29,9 +31,10 @@ MAX_NUM_TERMS = 1000
 VERBOSITIES = (0, 1, 2)
 
 
-def _field(default, help: str, flag: str = ""):
-    """A config field and the help of its command-line flag (named after the field unless `flag` is given)."""
-    return dataclasses.field(default=default, metadata={"help": help, "flag": flag})
+def _field(default, help: str, flag: str = "", items: type = int):
+    """A config field and the help of its command-line flag (named after the field unless `flag` is given);
+    `items`: the type of a tuple field's elements."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "items": items})
 
 
 def require(ok: bool, name: str, value, valid: str) -> None:
@@ -114,10 +117,12 @@ class ModelConfig:
 
 
 PRESETS = {
-    # The default: ~0.3 s a step at 64^3 (batch 2) on one CPU core. No normalization: instance and group
+    # The default: ~0.3 s a step at 64^3 (batch 4) on 2 AVX2 cores. No normalization: instance and group
     # norm discard the amplitude of the features, and rel_l2 after 320 steps at 32^3 was 10.8% with
-    # instance norm against 3.2% without (benchmarks/ notes).
-    "small": ModelConfig(depth=3, base_filters=8, max_filters=64, kernel_size=3, extra_convs=1,
+    # instance norm against 3.2% without. Depth 4, not 3: after 800 steps at 64^3 (same time per step) rel_l2
+    # was 1.50% against 3.11%, since a depth-3 U-Net does not see the whole cube at 64^3 and u at a point
+    # depends on nu everywhere; 16 base filters gave 1.45% in twice the time (benchmarks/bench_cycles.py).
+    "small": ModelConfig(depth=4, base_filters=8, max_filters=64, kernel_size=3, extra_convs=1,
                          normalization="none"),
     # For tests: as small as a U-Net gets.
     "tiny": ModelConfig(depth=2, base_filters=4, max_filters=8, kernel_size=3, extra_convs=0),
@@ -161,8 +166,12 @@ class DataConfig:
     sampling: str = _field("sobol", f"Coefficient sampling: {fields.SAMPLING_METHODS}.")
     seed: int = _field(0, "Seed of the sample sets.", flag="data_seed")
     cache_budget_mb: int = _field(2048, "Memory for caching generated nu fields per worker.")
+    coarse_nu: str = _field("sample", f"How a coarse level's nu is made, one of {COARSE_NU}: the KL field sampled "
+                                      "at the coarse nodes, or the finest level's field restricted (2x2x2 averages).")
 
     def __post_init__(self):
+        if self.coarse_nu not in COARSE_NU:
+            raise ValueError(f"coarse_nu must be one of {COARSE_NU}, got {self.coarse_nu!r}")
         if self.num_train < 1 or self.num_val < 1:
             raise ValueError(f"num_train and num_val must be >= 1, got {self.num_train} and {self.num_val}")
         if self.sampling not in fields.SAMPLING_METHODS:
@@ -175,38 +184,56 @@ class DataConfig:
 
 
 # What a cycle spec ('16:4,32:2,64:1') sets itself: given beside one, these are refused (see override).
-_SPEC_SETS = ("levels", "epochs_per_visit", "num_cycles")
+_SPEC_SETS = ("levels", "epochs_per_visit", "visit_unit", "num_cycles")
 
 
 @dataclasses.dataclass(frozen=True)
 class CycleConfig:
-    """The multigrid schedule; `plan()` is the one EpochPlan every consumer uses.
+    """The multigrid schedule and how each level trains; TrainConfig.plan() compiles it into the one EpochPlan
+    every consumer uses.
 
-    A spec cycle ('resolution:epochs,...') names its own levels: `levels` is derived from it, and
-    `epochs_per_visit` and `num_cycles` apply to named cycles only.
+    A spec cycle ('resolution:length,...') names its own levels and visit lengths: `levels` is derived from it,
+    and `epochs_per_visit`, `visit_unit` and `num_cycles` apply to named cycles only. The per-level lists (one
+    value per level, coarse to fine; empty = the default rule of multigrid.level_settings) hold for both.
     """
 
     levels: tuple = _field((16, 32, 64), "Training resolutions, coarse to fine (a cycle spec sets its own).")
-    cycle: str = _field("half_v", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' "
-                                  "(resolution:epochs of every visit).")
+    cycle: str = _field("half_v", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
+                                  "of every visit; a length is epochs, or steps with an 's' suffix, or millions "
+                                  "of voxels with 'mv').")
     # One value for all levels, or one per level. The demo default: most steps on the cheap coarse grids.
-    epochs_per_visit: tuple = _field((60, 30, 40), "Epochs per visit of a named cycle: one value, or one per "
-                                                   "level (coarse to fine).")
+    epochs_per_visit: tuple = _field((60, 30, 40), "Length of every visit of a named cycle in --visit_unit units: "
+                                                   "one value, or one per level (coarse to fine).")
+    visit_unit: str = _field("epochs", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
+                                       "over the level's samples), optimizer steps, or millions of voxels.")
     num_cycles: int = _field(1, "How many times a named cycle runs.")
+    batch_per_level: tuple = _field((), "Global batch of every level, coarse to fine (default: constant voxels "
+                                        "per step, the finest level's --global_batch_size times (N_fine/N)^3).")
+    samples_per_level: tuple = _field((), "Training samples of every level, coarse to fine (default: in "
+                                          "proportion to the batch, so every level has --num_train's steps per "
+                                          "epoch).")
+    lr_per_level: tuple = _field((), "Learning-rate factor of every level, coarse to fine (default: 1).",
+                                 items=float)
+    revisit_lr_scale: float = _field(1.0, "Extra learning-rate factor of visits to a level coarser than one "
+                                          "visited before (the coarse revisits of V, W, F).")
 
     def __post_init__(self):
         epochs = self.epochs_per_visit[0] if len(self.epochs_per_visit) == 1 else list(self.epochs_per_visit)
-        plan = multigrid.EpochPlan.of(multigrid.build_schedule(self.cycle, self.levels, epochs, self.num_cycles))
+        visits = multigrid.build_schedule(self.cycle, self.levels, epochs, self.num_cycles, self.visit_unit)
         if multigrid.is_spec(self.cycle):
-            object.__setattr__(self, "levels", tuple(plan.resolutions))
-        object.__setattr__(self, "_plan", plan)  # derived once, with the validation it implies
-
-    def plan(self) -> multigrid.EpochPlan:
-        """The epoch plan of this schedule (the same object on every call)."""
-        return self._plan
+            object.__setattr__(self, "levels", tuple(sorted({v.resolution for v in visits})))
+        object.__setattr__(self, "_visits", tuple(visits))  # derived once, with the validation it implies
+        if not self.revisit_lr_scale > 0:
+            raise ValueError(f"revisit_lr_scale must be > 0, got {self.revisit_lr_scale}")
 
     def visits(self) -> list:
-        return list(self._plan.visits)
+        """The schedule's visits, lengths in their own units (TrainConfig.plan() compiles them)."""
+        return list(self._visits)
+
+    def level_settings(self, global_batch_size: int, num_train: int) -> list:
+        """multigrid.LevelSettings of every level, from the finest level's batch and samples."""
+        return multigrid.level_settings(self.levels, global_batch_size, num_train, self.batch_per_level,
+                                        self.samples_per_level, self.lr_per_level)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +244,9 @@ class OptimConfig:
     scale_lr_by_workers: bool = _field(False, "Refused (kept for old configurations): the global batch is fixed, "
                                               "so the learning rate does not depend on the number of workers.")
     warmup_steps: int = _field(0, "Linear learning-rate warmup steps.")
+    lr_decay: str = _field("constant", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
+                                       "cosine to zero over the whole plan, or over every visit (a warm restart at "
+                                       "each level switch).")
     precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)}: "
                                        "bfloat16 (GPU) or float16 (GPU, with loss scaling); the energy is "
                                        "always accumulated in float32.")
@@ -234,6 +264,8 @@ class OptimConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,11 +316,30 @@ class TrainConfig:
 
     def __post_init__(self):
         # Each section checked its own fields; these rules join two of them.
-        for n in self.cycle.plan().resolutions + list(self.run.val_resolutions):
-            check_resolution(n, self.model.depth)
         if self.data.num_train < self.optim.global_batch_size:
             raise ValueError(f"num_train ({self.data.num_train}) must hold at least one global batch "
                              f"({self.optim.global_batch_size})")
+        levels = self.cycle.level_settings(self.optim.global_batch_size, self.data.num_train)
+        plan = multigrid.compile_plan(self.cycle.visits(), levels, self.cycle.revisit_lr_scale)
+        for n in plan.resolutions + list(self.run.val_resolutions):
+            check_resolution(n, self.model.depth)
+        if self.data.coarse_nu == "restrict":
+            for n in plan.resolutions:
+                ratio = plan.resolutions[-1] // n
+                if plan.resolutions[-1] != n * ratio or ratio & (ratio - 1):
+                    raise ValueError(f"--coarse_nu=restrict averages 2x2x2 blocks of the finest field, so every "
+                                     f"level must be the finest ({plan.resolutions[-1]}) over a power of 2; {n} "
+                                     "is not")
+        object.__setattr__(self, "_plan", plan)  # compiled once, with the validation it implies
+
+    def plan(self) -> multigrid.EpochPlan:
+        """The compiled epoch plan: visits with their steps, batches, samples and learning-rate factors."""
+        return self._plan
+
+    @property
+    def num_train_samples(self) -> int:
+        """Training samples to draw: the most any level uses (each level takes the first ones)."""
+        return max(v.num_samples for v in self._plan.visits)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -339,19 +390,23 @@ class Option:
     default: object  # shown by --help; None for model fields (the preset's)
     help: str
 
+    items: type = int  # the element type of a tuple field
+
     def parse(self, value):
-        """A flag's value as the field takes it (comma-separated strings -> a tuple of ints)."""
+        """A flag's value as the field takes it (comma-separated strings -> a tuple of `items`)."""
         if self.kind != "tuple":
             return value
         try:
-            return tuple(int(v) for v in value)
+            return tuple(self.items(v) for v in value)
         except (TypeError, ValueError):
-            raise ValueError(f"--{self.flag} must be a comma-separated list of integers, got "
+            kind = "integers" if self.items is int else "numbers"
+            raise ValueError(f"--{self.flag} must be a comma-separated list of {kind}, got "
                              f"{','.join(map(str, value))}") from None
 
 
 def _option(path: str, field: dataclasses.Field, default) -> Option:
-    return Option(field.metadata["flag"] or field.name, path, field.type, default, field.metadata["help"])
+    return Option(field.metadata["flag"] or field.name, path, field.type, default, field.metadata["help"],
+                  field.metadata["items"])
 
 
 def options() -> list:

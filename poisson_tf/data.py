@@ -72,91 +72,119 @@ def make_sample_sets(num_train: int, num_val: int, num_terms: int = fields.DEFAU
             SampleSet(every[num_train:], eta, method, seed, "validation"))
 
 
-def shard(coeffs: np.ndarray, global_batch_size: int, rank: int = 0, size: int = 1) -> np.ndarray:
-    """This worker's disjoint share of whole global batches: rows rank, rank + size, ... of the first
-    floor(n / global_batch) * global_batch rows, so every worker runs the same number of steps."""
-    if global_batch_size % size:
-        raise ValueError(f"global batch size {global_batch_size} must be divisible by the {size} workers")
-    usable = (len(coeffs) // global_batch_size) * global_batch_size
-    if usable == 0:
-        raise ValueError(f"{len(coeffs)} samples cannot fill one global batch of {global_batch_size}")
-    return coeffs[:usable][rank::size]
+def global_batches(num_samples: int, global_batch_size: int, seed: int, epoch, shuffle: bool = True):
+    """The global batches of one epoch, [steps, global_batch] sample indices (a tf int32 tensor).
+
+    One permutation of all samples per epoch, keyed by (seed, epoch) alone, cut into whole global batches: the
+    same batches for any number of workers (DESIGN.md s.8); the few samples past the last whole batch change
+    from epoch to epoch, so every sample is trained.
+    """
+    order = tf.range(num_samples)
+    if shuffle:
+        order = tf.random.experimental.stateless_shuffle(
+            order, seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]))
+    steps = num_samples // global_batch_size
+    return tf.reshape(order[:steps * global_batch_size], [steps, global_batch_size])
 
 
-def cache_bytes(coeffs: np.ndarray, resolution: int, global_batch_size: int, rank: int = 0, size: int = 1) -> int:
-    """Memory that caching this worker's shard of nu fields at one resolution takes (float32)."""
-    return len(shard(np.asarray(coeffs), global_batch_size, rank, size)) * resolution ** 3 * 4
+def cache_bytes(num_samples: int, resolution: int) -> int:
+    """Memory that caching the nu fields of a level takes on every worker (float32): any worker may draw any
+    sample, so each caches them all."""
+    return num_samples * resolution ** 3 * 4
+
+
+def _fields_tf(coeffs, resolution: int, eta: float, num_terms: int, source_resolution: int | None):
+    """nu [b, N, N, N, 1] for coeffs [b, m]: the KL field at N, or at source_resolution averaged over blocks."""
+    if not source_resolution or source_resolution == resolution:
+        return fields.kl_diffusivity_tf(coeffs, resolution, eta, num_terms)[..., None]
+    factor = source_resolution // resolution
+    fine = fields.kl_diffusivity_tf(coeffs, source_resolution, eta, num_terms)[..., None]
+    return tf.nn.avg_pool3d(fine, ksize=factor, strides=factor, padding="VALID")
 
 
 def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, eta: float = fields.DEFAULT_ETA,
-                  seed: int = 0, rank: int = 0, size: int = 1, start_epoch: int = 0, shuffle: bool = True,
-                  cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES):
+                  seed: int = 0, rank: int = 0, size: int = 1, start_step: int = 0, shuffle: bool = True,
+                  cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES, source_resolution: int | None = None):
     """An endless tf.data pipeline of nu batches [global_batch / size, N, N, N, 1] at one resolution.
 
-    Sharded by worker first; epoch e visits this worker's shard in the order of a stateless shuffle keyed by
-    (seed, e), so two epochs differ, the same seed repeats, and a resumed run sees the same batches. nu is
-    generated in TensorFlow inside a parallel `map`, or once and kept in memory when the shard fits in
-    `cache_budget_bytes`.
+    Epoch e is the global batches of global_batches(seed, e); this worker takes its slice (rank) of every one,
+    so the sequence of global batches does not depend on the number of workers, and a resumed run
+    (start_step: steps already trained at this level) sees the batches it would have seen. nu is generated in
+    TensorFlow inside a parallel `map`, or once and kept in memory when all samples fit in cache_budget_bytes;
+    with source_resolution (a multiple of N by a power of 2) it is that field averaged over blocks
+    (--coarse_nu=restrict) instead of the field sampled at N.
 
     Returns:
       (dataset, steps_per_epoch).
+
+    Raises:
+      ValueError: a global batch the workers cannot split, or fewer samples than one global batch.
     """
     resolution = fields.check_resolution(resolution)
+    if global_batch_size % size:
+        raise ValueError(f"global batch size {global_batch_size} must be divisible by the {size} workers")
+    num_samples = len(coeffs)
+    steps = num_samples // global_batch_size
+    if steps == 0:
+        raise ValueError(f"{num_samples} samples cannot fill one global batch of {global_batch_size}")
     per_worker = global_batch_size // size
-    local = tf.constant(shard(np.asarray(coeffs), global_batch_size, rank, size), tf.float32)
-    num_local = int(local.shape[0])
-    num_terms = int(local.shape[1])
+    every = tf.constant(np.asarray(coeffs), tf.float32)
+    num_terms = int(every.shape[1])
     cached = None
-    if cache_bytes(coeffs, resolution, global_batch_size, rank, size) <= cache_budget_bytes:
-        cached = tf.concat([fields.kl_diffusivity_tf(local[i:i + 8], resolution, eta)
-                            for i in range(0, num_local, 8)], axis=0)[..., None]
+    if cache_bytes(num_samples, resolution) <= cache_budget_bytes:
+        cached = tf.concat([_fields_tf(every[i:i + 8], resolution, eta, num_terms, source_resolution)
+                            for i in range(0, num_samples, 8)], axis=0)
 
     def one_epoch(epoch):
-        order = tf.range(num_local)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
-        ds = tf.data.Dataset.from_tensor_slices(order)
+        batches = global_batches(num_samples, global_batch_size, seed, epoch, shuffle)
+        mine = tf.reshape(batches[:, rank * per_worker:(rank + 1) * per_worker], [-1])  # Horovod: my slice
+        ds = tf.data.Dataset.from_tensor_slices(mine)
         if cached is not None:
             ds = ds.map(lambda i: tf.gather(cached, i))
         else:
-            ds = ds.map(lambda i: fields.kl_diffusivity_tf(tf.gather(local, i), resolution, eta, num_terms)[..., None],
+            ds = ds.map(lambda i: _fields_tf(tf.gather(every, i)[None], resolution, eta, num_terms,
+                                             source_resolution)[0],
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.batch(per_worker, drop_remainder=True)
 
-    ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(one_epoch)
-    return ds.prefetch(tf.data.AUTOTUNE), num_local // per_worker
+    ds = tf.data.Dataset.range(start_step // steps, np.iinfo(np.int64).max).flat_map(one_epoch)
+    return ds.skip(start_step % steps).prefetch(tf.data.AUTOTUNE), steps
 
 
-def multigrid_dataset(plan, coeffs: np.ndarray, global_batch_size: int, eta: float = fields.DEFAULT_ETA,
-                      seed: int = 0, rank: int = 0, size: int = 1, start_epoch: int = 0,
-                      cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES):
+def multigrid_dataset(plan, coeffs: np.ndarray, eta: float = fields.DEFAULT_ETA, seed: int = 0, rank: int = 0,
+                      size: int = 1, start_epoch: int = 0, cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
+                      coarse_nu: str = "sample"):
     """The whole cycle as one pipeline: every step draws its batch from the level the plan gives its epoch.
 
-    One endless pipeline per level (build_dataset); a per-step choice sequence built from the plan selects
-    among them (tf.data choose_from_datasets), so the switch happens at the same step on every worker and a
-    resumed run continues each level's stream at the epoch it had reached.
+    One endless pipeline per level (build_dataset, with the level's batch and its first num_samples samples); a
+    per-step choice sequence built from the plan selects among them (tf.data choose_from_datasets), so the
+    switch happens at the same step on every worker and a resumed run continues each level's stream at the
+    step it had reached.
 
     Args:
-      plan: a multigrid.EpochPlan.
-      start_epoch: the first epoch to produce (0, or the epoch after a checkpoint).
+      plan: a compiled multigrid.EpochPlan (config.TrainConfig.plan()).
+      coeffs: the training samples, at least as many as any level uses.
+      start_epoch: the first epoch of the plan to produce (0, or the epoch after a checkpoint).
       cache_budget_bytes: shared by the levels, finest first.
+      coarse_nu: "sample" (the KL field at each level's nodes) or "restrict" (the finest level's field averaged).
 
     Returns:
-      (dataset of [global_batch / size, N, N, N, 1] with N varying by epoch, steps_per_epoch).
+      (dataset of [level batch / size, N, N, N, 1] with N and the batch varying by epoch, steps_per_epoch).
     """
     # Keyed by resolution: a plan may visit only some of the configured levels (e.g. `single`).
     resolutions = plan.resolutions
-    per_epoch = plan.epoch_resolutions()
-    datasets, steps = [], None
-    budget = cache_budget_bytes
+    datasets, budget = [], cache_budget_bytes
     for index, resolution in reversed(list(enumerate(resolutions))):
-        before = per_epoch[:start_epoch].count(resolution)  # epochs this level's stream already produced
-        ds, steps = build_dataset(coeffs, resolution, global_batch_size, eta, seed + index, rank, size,
-                                  start_epoch=before, cache_budget_bytes=budget)
-        need = cache_bytes(coeffs, resolution, global_batch_size, rank, size)
+        level = plan.level(resolution)
+        source = resolutions[-1] if coarse_nu == "restrict" else None
+        ds, _ = build_dataset(coeffs[:level.num_samples], resolution, level.global_batch_size, eta, seed + index, rank,
+                              size, plan.steps_at(resolution, start_epoch), cache_budget_bytes=budget,
+                              source_resolution=source)
+        need = cache_bytes(level.num_samples, resolution)
         if need <= budget:  # the same test build_dataset made: this level was cached
             budget -= need
         datasets.insert(0, ds)
-    choices = np.repeat(np.array([resolutions.index(r) for r in per_epoch[start_epoch:]], np.int64), steps)
+    per_epoch = plan.epoch_resolutions()[start_epoch:]
+    choices = np.repeat(np.array([resolutions.index(r) for r in per_epoch], np.int64), plan.steps_per_epoch)
     choice = tf.data.Dataset.from_tensor_slices(choices)
-    return tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True), steps
+    return tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True), plan.steps_per_epoch

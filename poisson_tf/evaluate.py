@@ -30,7 +30,7 @@ def check_task(model_dir: str):
     config.require(FLAGS.num_samples >= 0, "--num_samples", FLAGS.num_samples, ">= 0 (0: all)")
     inference.check_model_dir(model_dir)
     cfg = config.TrainConfig.load(model_dir)
-    trained = cfg.cycle.plan().resolutions  # what the run trained (a spec cycle names its own levels)
+    trained = cfg.plan().resolutions  # what the run trained (a spec cycle names its own levels)
     try:
         resolutions = [int(r) for r in FLAGS.resolutions] or trained + [2 * trained[-1]]
     except ValueError:
@@ -71,7 +71,7 @@ def main(argv):
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     model = inference.load_solver(FLAGS.model_dir)
-    trained = cfg.cycle.plan().resolutions
+    trained = cfg.plan().resolutions
     report = evaluation.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
                                  resolutions, reference.ReferenceStore(cache), FLAGS.batch_size, trained)
     examples = report.pop("examples")

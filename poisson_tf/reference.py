@@ -1,4 +1,5 @@
-"""Sparse Q1 assembly, the AMG-preconditioned CG reference solver of DESIGN.md section 5, and its solution cache."""
+"""Sparse Q1 assembly, the AMG-preconditioned CG reference solver (DESIGN.md s.5), solve() for both methods
+(assembled AMG or matrix-free gmg), and the cache of reference solutions."""
 from __future__ import annotations
 
 import dataclasses
@@ -28,43 +29,66 @@ def _check_nodal(nu: np.ndarray, name: str = "nu") -> np.ndarray:
     return nu
 
 
-def _assemble(point_weights: np.ndarray, local: np.ndarray, n: int) -> sp.csr_matrix:
-    """Assembles sum_e sum_q point_weights[e, q] local[q] into an [N^3, N^3] matrix, without an element loop.
+def _offset_pairs() -> dict:
+    """Local node pairs (a, b) by stencil offset corner_b - corner_a, for the 14 offsets that are >= 0 in
+    lexicographic order: K is symmetric, so the other 13 diagonals are copies of these."""
+    pairs = {}
+    for a, ca in enumerate(_CORNERS):
+        for b, cb in enumerate(_CORNERS):
+            offset = tuple(int(c) for c in cb - ca)
+            if offset >= (0, 0, 0):
+                pairs.setdefault(offset, []).append((a, b))
+    return pairs
 
-    Each (a, b) pair of local nodes couples a node to its neighbour at offset corner_b - corner_a, one of
-    27 stencil offsets; contributions are summed per offset into a nodal array and become one diagonal.
+
+_OFFSET_PAIRS = _offset_pairs()
+
+
+def _assemble(point_weights: np.ndarray, local: np.ndarray, n: int) -> sp.csr_matrix:
+    """Assembles sum_e sum_q point_weights[q, e] local[q] into a symmetric [N^3, N^3] matrix, per stencil offset.
+
+    Each (a, b) pair of local nodes couples a node to its neighbour at offset corner_b - corner_a. For each of
+    the 14 offsets >= 0, the element values of its pairs, sum_q point_weights[q] local[q, a, b], are added into
+    one nodal array, which becomes a diagonal and (by symmetry) its mirror. Peak memory: point_weights, the 14
+    nodal arrays and one element array (no [E, E, E, 8, 8] table).
 
     Args:
-      point_weights: [N-1, N-1, N-1, 8] per element and Gauss point.
-      local: [8 points, 8 nodes, 8 nodes].
+      point_weights: [8, N-1, N-1, N-1] per Gauss point and element.
+      local: [8 points, 8 nodes, 8 nodes], symmetric in the two node indices.
       n: nodes per axis.
     """
     e = n - 1
-    element_matrices = np.einsum("xyzq,qab->xyzab", point_weights, local)  # [e, e, e, 8, 8]
+    weights = point_weights.reshape(q1.NUM_POINTS, -1)
     diagonals = {}
-    for a, ca in enumerate(_CORNERS):
-        for b, cb in enumerate(_CORNERS):
-            offset = tuple(cb - ca)
-            diag = diagonals.get(offset)
-            if diag is None:
-                diag = diagonals[offset] = np.zeros((n, n, n))
-            diag[ca[0]:ca[0] + e, ca[1]:ca[1] + e, ca[2]:ca[2] + e] += element_matrices[..., a, b]
-    offsets, data = [], []
-    for (dx, dy, dz), diag in diagonals.items():
-        k = (dx * n + dy) * n + dz  # row node r couples to column r + k (C order, x slowest)
-        flat = diag.ravel()
-        data.append(flat[:flat.size - k] if k >= 0 else flat[-k:])
-        offsets.append(k)
+    for (dx, dy, dz), pairs in _OFFSET_PAIRS.items():
+        diag = np.zeros((n, n, n))
+        for a, b in pairs:
+            i, j, k = _CORNERS[a]
+            diag[i:i + e, j:j + e, k:k + e] += (local[:, a, b] @ weights).reshape(e, e, e)
+        offset = (dx * n + dy) * n + dz  # row node r couples to column r + offset (C order, x slowest)
+        flat = diag.ravel()[:n ** 3 - offset]
+        if offset in diagonals:  # N = 2 only: two stencil offsets land on one diagonal, on different rows
+            diagonals[offset] = diagonals[offset] + flat
+        else:
+            diagonals[offset] = flat
+    offsets = sorted(set(diagonals) | {-k for k in diagonals})
+    data = [diagonals[abs(k)] for k in offsets]  # the mirror diagonal holds the same values (K symmetric)
     matrix = sp.diags(data, offsets, shape=(n ** 3, n ** 3), format="csr")
     matrix.eliminate_zeros()
     return matrix
 
 
 def _gauss_nu(nu: np.ndarray) -> np.ndarray:
-    """nu interpolated trilinearly to the Gauss points, [N-1, N-1, N-1, 8]."""
-    n = nu.shape[0]
-    corners = np.stack([nu[i:i + n - 1, j:j + n - 1, k:k + n - 1] for i, j, k in _CORNERS], axis=-1)
-    return corners @ _VALUES
+    """nu interpolated trilinearly to the Gauss points, [8, N-1, N-1, N-1] (point q = 4 i + 2 j + k)."""
+    e = nu.shape[0] - 1
+    out = np.empty((q1.NUM_POINTS, e, e, e))
+    for i, si in enumerate(q1.GAUSS_POINTS_1D):  # nested linear interpolation along x, then y, then z
+        along_x = (1.0 - si) * nu[:-1] + si * nu[1:]
+        for j, sj in enumerate(q1.GAUSS_POINTS_1D):
+            along_y = (1.0 - sj) * along_x[:, :-1] + sj * along_x[:, 1:]
+            for k, sk in enumerate(q1.GAUSS_POINTS_1D):
+                np.add((1.0 - sk) * along_y[..., :-1], sk * along_y[..., 1:], out=out[4 * i + 2 * j + k])
+    return out
 
 
 def stiffness(nu) -> sp.csr_matrix:
@@ -88,7 +112,7 @@ def mass(resolution: int) -> sp.csr_matrix:
     """The Q1 mass matrix M_ab = sum_e sum_q detJ N_a N_b (exact for Q1 with 2x2x2 Gauss)."""
     n = resolution
     h = 1.0 / (n - 1)
-    return _assemble(np.ones((n - 1,) * 3 + (q1.NUM_POINTS,)), _VALUE_PRODUCTS * q1.jacobian_determinant(h), n)
+    return _assemble(np.ones((q1.NUM_POINTS,) + (n - 1,) * 3), _VALUE_PRODUCTS * q1.jacobian_determinant(h), n)
 
 
 def energy(u, nu, f=None) -> float:
@@ -112,9 +136,17 @@ class SolveRecord:
     initial_relative_residual: float
     rtol: float
     energy: float = 0.0  # J(u) of the solution; with f = 0, 2 J is the effective diffusivity (flux at x = 0)
+    method: str = "amg"  # "amg" (assembled, pyamg) or "gmg" (matrix-free geometric multigrid)
+    stopped: bool = False  # True when the caller's stop(u) ended CG before rtol was reached
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+METHODS = ("auto", "amg", "gmg")
+#: "auto" picks the matrix-free solver from this many nodes per axis on (measured in benchmarks/bench_reference.py:
+#: below it the assembled AMG is as fast and its memory is small).
+AUTO_GMG_RESOLUTION = 48
 
 
 def dirichlet_values(resolution: int) -> np.ndarray:
@@ -124,11 +156,34 @@ def dirichlet_values(resolution: int) -> np.ndarray:
     return g
 
 
-def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
+def check_problem(nu, rtol: float, x0=None, f=None):
+    """Validates a solve's inputs; returns (nu, x0 or None, f or None) with x0 and f as float64 arrays.
+
+    Raises:
+      ValueError: nu not a finite positive [N, N, N] field, x0 or f of another shape or not finite, rtol not in (0, 1).
+    """
+    nu = check_diffusivity(_check_nodal(nu))
+    if not 0 < rtol < 1:
+        raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
+    checked = []
+    for name, x in (("x0", x0), ("f", f)):
+        if x is not None:
+            x = _check_nodal(np.asarray(x, np.float64), name)
+            if x.shape != nu.shape or not np.all(np.isfinite(x)):
+                raise ValueError(f"{name} must be finite with the shape of nu {nu.shape}, got shape {x.shape}")
+        checked.append(x)
+    return nu, checked[0], checked[1]
+
+
+def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000, method: str = "auto",
+          stop=None):
     """Solves -div(nu grad u) = f with u = 1 at x = 0, u = 0 at x = 1, natural conditions elsewhere.
 
-    The Dirichlet rows and columns are eliminated; the free block is solved by conjugate gradients
-    preconditioned with one smoothed-aggregation AMG V-cycle (pyamg), to ||b - K u|| <= rtol ||b||.
+    Conjugate gradients on the free nodes (Dirichlet planes eliminated) to ||b - K u|| <= rtol ||b||, with one
+    of two preconditioners of the same Q1 discretization:
+      "amg": the assembled stiffness, one smoothed-aggregation AMG V-cycle (pyamg); memory grows to ~30 GiB at 256^3.
+      "gmg": matrix-free, a geometric multigrid V-cycle (poisson_tf.gmg); a few N^3 arrays, for N up to 512.
+      "auto": "gmg" from AUTO_GMG_RESOLUTION nodes per axis on, "amg" below.
 
     Args:
       nu: [N, N, N] nodal diffusivity, finite and positive.
@@ -136,20 +191,37 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
       x0: optional initial guess [N, N, N] (a network prediction, say); its Dirichlet planes are ignored.
       f: optional nodal source [N, N, N].
       maxiter: CG iteration limit.
+      method: "auto", "amg" or "gmg".
+      stop: optional callable(u) -> bool, called with the current iterate [N, N, N] after each CG iteration;
+        True ends the solve there (record.stopped; no error although rtol was not reached). For the time a
+        solver needs to reach a given error against a known solution; its own time is not counted.
 
     Returns:
       (u [N, N, N] float64 with exact Dirichlet planes, SolveRecord).
 
     Raises:
-      ValueError: for a bad nu, x0 or f, or rtol not in (0, 1).
-      RuntimeError: if CG does not reach rtol within maxiter iterations.
+      ValueError: for a bad nu, x0, f, method, or rtol not in (0, 1).
+      RuntimeError: if CG does not reach rtol within maxiter iterations, or its residual is not finite.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    nu, x0, f = check_problem(nu, rtol, x0, f)
+    if method == "gmg" or (method == "auto" and nu.shape[0] >= AUTO_GMG_RESOLUTION):
+        from poisson_tf import gmg
+
+        return gmg.solve(nu, rtol, x0, f, maxiter, stop)
+    return _solve_amg(nu.astype(np.float64), rtol, x0, f, maxiter, stop)
+
+
+class _Stopped(Exception):
+    """Raised from scipy's CG callback to end the iteration at the caller's request."""
+
+
+def _solve_amg(nu, rtol, x0, f, maxiter, stop):
+    """The assembled solver of solve(method="amg"), on validated inputs."""
     import pyamg
 
-    nu = _check_nodal(nu)
     n = nu.shape[0]
-    if not 0 < rtol < 1:
-        raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
     start = time.perf_counter()
     k = stiffness(nu)
     g = dirichlet_values(n).ravel()
@@ -158,7 +230,6 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
     b = -(k[free, :] @ g)
     load = None
     if f is not None:
-        f = _check_nodal(np.asarray(f, np.float64), "f")
         load = mass(n) @ f.ravel()
         b += load[free]
     u = g.copy()
@@ -169,30 +240,37 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000):
     if n == 2:  # no free nodes
         return u.reshape(n, n, n), SolveRecord(n, 0, 0.0, time.perf_counter() - start, 0.0, 0.0, rtol,
                                                energy_of(u))
-    guess = np.zeros(k_ff.shape[0])
-    if x0 is not None:
-        x0 = _check_nodal(np.asarray(x0, np.float64), "x0")
-        if x0.shape != nu.shape or not np.all(np.isfinite(x0)):
-            raise ValueError(f"x0 must be finite with the shape of nu {nu.shape}, got shape {x0.shape}")
-        guess = x0.ravel()[free].copy()
+    guess = x0.ravel()[free].copy() if x0 is not None else np.zeros(k_ff.shape[0])
     ml = pyamg.smoothed_aggregation_solver(k_ff, symmetry="symmetric", max_coarse=500)
     setup_seconds = time.perf_counter() - start
     b_norm = np.linalg.norm(b)
     initial = np.linalg.norm(b - k_ff @ guess) / b_norm
-    iterations = [0]
+    iterations, stop_seconds, latest = [0], [0.0], [guess]
 
-    def count(_):
+    def callback(xk):
         iterations[0] += 1
+        if stop is not None:
+            before = time.perf_counter()
+            u[free] = xk
+            stopped = bool(stop(u.reshape(n, n, n)))
+            stop_seconds[0] += time.perf_counter() - before
+            if stopped:
+                latest[0] = xk.copy()
+                raise _Stopped
 
-    x, info = spla.cg(k_ff, b, x0=guess, rtol=rtol, atol=0.0, maxiter=maxiter,
-                      M=ml.aspreconditioner(cycle="V"), callback=count)
+    stopped = False
+    try:
+        x, info = spla.cg(k_ff, b, x0=guess, rtol=rtol, atol=0.0, maxiter=maxiter,
+                          M=ml.aspreconditioner(cycle="V"), callback=callback)
+    except _Stopped:
+        x, info, stopped = latest[0], 0, True
     residual = np.linalg.norm(b - k_ff @ x) / b_norm
-    if info != 0 or residual > rtol * 1.0001:
+    if not stopped and (info != 0 or not residual <= rtol * 1.0001):
         raise RuntimeError(f"AMG-CG did not reach rtol={rtol} within {maxiter} iterations "
                            f"(relative residual {residual:.3e}); the diffusivity contrast may be too high")
     u[free] = x
-    record = SolveRecord(n, iterations[0], float(residual), time.perf_counter() - start, setup_seconds,
-                         float(initial), rtol, energy_of(u))
+    record = SolveRecord(n, iterations[0], float(residual), time.perf_counter() - start - stop_seconds[0],
+                         setup_seconds, float(initial), rtol, energy_of(u), stopped=stopped)
     return u.reshape(n, n, n), record
 
 
@@ -204,7 +282,8 @@ def default_cache_dir() -> str:
 
 
 class ReferenceStore:
-    """Reference solutions by the AMG solver, computed once per (coefficients, eta, N) and cached in HDF5.
+    """Reference solutions by solve() (method "auto": the matrix-free gmg from N = 48, the assembled AMG below),
+    computed once per (coefficients, eta, N) and cached in HDF5 (rtol 1e-10).
 
     One file per sample and resolution, named by a hash of its key, written atomically: safe to share
     between runs and workers.
@@ -231,7 +310,7 @@ class ReferenceStore:
         nu = fields.kl_diffusivity(coeffs, resolution, eta)
         u_ref, record = solve(nu, rtol=self.rtol)
         hdf5.write_fields(path, {"nu": nu, "u_ref": u_ref}, eta=eta, coeffs=np.asarray(coeffs, np.float64),
-                          xdmf=False, attrs={"iterations": record.iterations,
+                          xdmf=False, attrs={"iterations": record.iterations, "method": record.method,
                                              "relative_residual": record.relative_residual})
         return nu, u_ref
 

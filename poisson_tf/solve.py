@@ -1,4 +1,4 @@
-"""poisson-tf-solve: reference AMG-CG solutions of KL or user-given diffusivity fields, written to HDF5 + XDMF."""
+"""poisson-tf-solve: reference CG solutions (AMG or matrix-free GMG) of KL or given nu fields, to HDF5 + XDMF."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,9 @@ flags.DEFINE_float("eta", fields.DEFAULT_ETA, "KL correlation length.")
 flags.DEFINE_string("input", None, "HDF5 file with a dataset `nu` [N,N,N] or [B,N,N,N] (instead of --coeffs).")
 flags.DEFINE_string("output", "solution.h5", "HDF5 file to write (nu, u); an .xdmf is written beside it.")
 flags.DEFINE_float("rtol", 1e-10, "Relative residual target of the preconditioned CG.")
+flags.DEFINE_enum("method", "auto", list(reference.METHODS), "Preconditioner: amg (assembled, pyamg), gmg "
+                  "(matrix-free geometric multigrid, up to 512^3), or auto (gmg from "
+                  f"{reference.AUTO_GMG_RESOLUTION} nodes per axis on).")
 flags.DEFINE_string("warm_start", None, "A trained model_dir: its prediction is CG's initial guess; iterations and "
                     "seconds are reported next to a solve from the zero guess at the same tolerance.")
 
@@ -42,7 +45,7 @@ def check_solution(u: np.ndarray, record, rtol: float) -> None:
                            f"(target {rtol:g}){'' if np.all(np.isfinite(u)) else ', non-finite solution'}")
 
 
-def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None):
+def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None, method: str = "auto"):
     """Solves one field [N,N,N] or each of a batch [B,N,N,N].
 
     With warm_start (a model_dir), each field is solved twice to the same tolerance: from the zero guess and
@@ -64,11 +67,11 @@ def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None):
         predict_seconds = (time.perf_counter() - start) / len(batch)
     solutions, records = [], []
     for sample, guess in zip(batch, guesses):
-        u, rec = reference.solve(sample, rtol=rtol)
+        u, rec = reference.solve(sample, rtol=rtol, method=method)
         check_solution(u, rec, rtol)
         record = rec.as_dict()
         if guess is not None:
-            u, warm = reference.solve(sample, rtol=rtol, x0=guess)
+            u, warm = reference.solve(sample, rtol=rtol, x0=guess, method=method)
             check_solution(u, warm, rtol)
             record = {"cold": rec.as_dict(), "warm": dict(warm.as_dict(), predict_seconds=predict_seconds),
                       "iterations_saved": rec.iterations - warm.iterations,
@@ -92,7 +95,7 @@ def main(argv):
     if FLAGS.warm_start:
         inference.check_model_dir(FLAGS.warm_start)
         inference.check_input(nu, config.TrainConfig.load(FLAGS.warm_start).model.depth)
-    u, records = solve_all(nu, FLAGS.rtol, FLAGS.warm_start)
+    u, records = solve_all(nu, FLAGS.rtol, FLAGS.warm_start, FLAGS.method)
     hdf5.write_fields(FLAGS.output, {"nu": nu.astype(np.float32), "u": u.astype(np.float32)}, eta=eta,
                       coeffs=coeffs, attrs={"solver_records": json.dumps(records)})
     for record in records:

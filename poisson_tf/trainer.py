@@ -42,19 +42,42 @@ def make_train_step(network, optimizer):
 
 @keras.saving.register_keras_serializable(package="poisson_tf")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from base/warmup_steps to base over warmup_steps steps, then constant."""
+    """The learning rate at every step: base x linear warmup (from base/warmup_steps to base over warmup_steps
+    steps) x the factor of the visit the step belongs to (segments: (first step, factor), from the plan) x an
+    optional cosine decay to zero over total_steps ("cosine") or over every visit ("cosine_per_visit", a warm
+    restart at each level switch). A function of the step counter alone, so a resumed run continues it exactly."""
 
-    def __init__(self, base: float, warmup_steps: int = 0):
+    def __init__(self, base: float, warmup_steps: int = 0, segments=(), total_steps: int = 0,
+                 decay: str = "constant"):
         self.base, self.warmup_steps = float(base), int(warmup_steps)
+        self.segments = [(int(first), float(factor)) for first, factor in segments]
+        self.total_steps, self.decay = int(total_steps), decay
 
     def __call__(self, step):
-        if self.warmup_steps <= 0:
-            return tf.constant(self.base, tf.float32)
-        ramp = tf.cast(step + 1, tf.float32) / float(self.warmup_steps)
-        return self.base * tf.minimum(1.0, ramp)
+        step = tf.cast(step, tf.float32)
+        rate = tf.constant(self.base, tf.float32)
+        if self.warmup_steps > 0:
+            rate *= tf.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
+        if self.segments:  # (step may be a vector: TensorBoard evaluates an epoch's steps at once)
+            starts = tf.constant([first for first, _ in self.segments[1:]], tf.float32)
+            index = tf.reduce_sum(tf.cast(step[..., None] >= starts, tf.int32), axis=-1)  # the step's visit
+            rate *= tf.gather(tf.constant([factor for _, factor in self.segments], tf.float32), index)
+        if self.decay == "cosine" and self.total_steps > 0:
+            done = tf.minimum(step / float(self.total_steps), 1.0)
+            rate *= 0.5 * (1.0 + tf.cos(3.141592653589793 * done))
+        elif self.decay == "cosine_per_visit" and self.total_steps > 0:  # a warm restart at every visit
+            bounds = [first for first, _ in self.segments[1:]] + [self.total_steps]
+            starts = tf.constant([first for first, _ in self.segments] or [0], tf.float32)
+            ends = tf.constant(bounds if self.segments else [self.total_steps], tf.float32)
+            index = tf.reduce_sum(tf.cast(step[..., None] >= starts[1:], tf.int32), axis=-1)
+            first, last = tf.gather(starts, index), tf.gather(ends, index)
+            done = tf.minimum((step - first) / tf.maximum(last - first, 1.0), 1.0)
+            rate *= 0.5 * (1.0 + tf.cos(3.141592653589793 * done))
+        return rate
 
     def get_config(self):
-        return {"base": self.base, "warmup_steps": self.warmup_steps}
+        return {"base": self.base, "warmup_steps": self.warmup_steps, "segments": self.segments,
+                "total_steps": self.total_steps, "decay": self.decay}
 
 
 _CPU_PRECISION_ERRORS = {
@@ -74,7 +97,8 @@ def check_runtime(cfg: config.TrainConfig) -> None:
       ValueError: a global batch the workers cannot split evenly, batch normalization on several workers, or
         16-bit precision on a CPU.
     """
-    distributed.split_batch(cfg.optim.global_batch_size)
+    for visit in cfg.plan().visits:  # every level's batch, not only the finest
+        distributed.split_batch(visit.global_batch_size)
     if cfg.model.normalization == "batch" and distributed.size() > 1:
         # Keras' BatchNormalization would normalize each worker's share of the global batch with its own
         # statistics, and keep its own moving averages: the training would depend on the number of workers.
@@ -115,7 +139,7 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
       overwrite: a new run replaces the previous run's files in model_dir.
     """
     distributed.init(intra_op_threads=cfg.run.threads, inter_op_threads=0 if cfg.run.threads == 0 else 1)
-    plan = cfg.cycle.plan()
+    plan = cfg.plan()
     check_runtime(cfg)
     lock = distributed.chief_decides(rundir.claim, cfg.run.model_dir, resume, overwrite, share=False)
     try:
@@ -130,7 +154,7 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
     if cfg.run.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.run.seed)
-    train_set, val_set = data.make_sample_sets(cfg.data.num_train, cfg.data.num_val, cfg.data.num_terms,
+    train_set, val_set = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.num_terms,
                                                cfg.data.eta, cfg.data.sampling, cfg.data.seed)
     network, energy_trainer = _build_model(cfg)
     checkpointer = checkpoint.Checkpointer(cfg.run.model_dir, cfg.fingerprint())
@@ -165,7 +189,9 @@ def _build_model(cfg: config.TrainConfig):
     """The network in the configured precision and the compiled data-parallel trainer that updates it."""
     keras.mixed_precision.set_dtype_policy(config.PRECISIONS[cfg.optim.precision])  # process-wide, set every run
     network = models.build_model(cfg.model)
-    optimizer = keras.optimizers.Adam(WarmupSchedule(cfg.optim.learning_rate, cfg.optim.warmup_steps))
+    plan = cfg.plan()
+    optimizer = keras.optimizers.Adam(WarmupSchedule(cfg.optim.learning_rate, cfg.optim.warmup_steps, plan.lr_segments(),
+                                                     plan.num_steps, cfg.optim.lr_decay))
     if cfg.optim.precision == "float16":  # float16 gradients underflow without dynamic loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     energy_trainer = EnergyTrainer(network)
@@ -192,8 +218,7 @@ def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpoint
         cycle_cb,
         validation_cb,
         # ... before TensorBoard (chief only) reads those logs.
-        callbacks.TensorBoardLogger(os.path.join(cfg.run.model_dir, "logs"), plan, cfg.optim.global_batch_size,
-                                    hparams, validator),
+        callbacks.TensorBoardLogger(os.path.join(cfg.run.model_dir, "logs"), plan, hparams, validator),
         # Checkpoint last: an epoch is saved only after it was checked against the plan and validated, so a
         # diverged run stops before it overwrites the last good checkpoint.
         callbacks.CheckpointCallback(checkpointer, network, plan, cfg.run.checkpoint_seconds),
@@ -205,8 +230,8 @@ def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpoint
 def _fit(cfg: config.TrainConfig, plan, energy_trainer, train_set, start_epoch: int, end_epoch: int, cbs) -> dict:
     """Trains epochs [start_epoch, end_epoch) of the plan from one pipeline of the whole cycle; returns the history."""
     dataset, steps = data.multigrid_dataset(
-        plan, train_set.coeffs, cfg.optim.global_batch_size, cfg.data.eta, cfg.run.seed, distributed.rank(),
-        distributed.size(), start_epoch, cfg.data.cache_budget_mb * 1024 ** 2)
+        plan, train_set.coeffs, cfg.data.eta, cfg.run.seed, distributed.rank(), distributed.size(), start_epoch,
+        cfg.data.cache_budget_mb * 1024 ** 2, cfg.data.coarse_nu)
     history = energy_trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps,
                                  shuffle=False, verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)
     return {k: [float(x) for x in v] for k, v in history.history.items()}

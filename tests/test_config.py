@@ -32,10 +32,10 @@ def test_every_field_is_one_flag_under_its_existing_name():
 
 
 def test_given_values_override_the_preset_or_the_saved_config():
-    fresh = config.override({"preset": "tiny", "model.dropout": 0.25, "cycle.levels": ["8", "16"],
+    fresh = config.override({"preset": "tiny", "model.dropout": 0.25, "cycle.levels": ["16", "32"],
                              "cycle.epochs_per_visit": ["2"]})
     assert fresh.model == dataclasses.replace(config.preset("tiny"), dropout=0.25)
-    assert fresh.cycle.levels == (8, 16) and fresh.data == config.DataConfig()
+    assert fresh.cycle.levels == (16, 32) and fresh.data == config.DataConfig()
     assert config.override({}).model == config.preset("small")
     resumed = config.override({"optim.learning_rate": 1e-4}, saved=fresh)
     assert resumed.model == fresh.model and resumed.optim.learning_rate == 1e-4 and resumed.cycle == fresh.cycle
@@ -48,7 +48,7 @@ def test_given_values_override_the_preset_or_the_saved_config():
 
 def test_a_cycle_spec_sets_the_levels_and_refuses_them_beside_it(tmp_path):
     cfg = config.override({"preset": "tiny", "cycle.cycle": "8:2,16:1"})
-    assert cfg.cycle.levels == (8, 16) and cfg.cycle.plan().epoch_resolutions() == [8, 8, 16]
+    assert cfg.cycle.levels == (8, 16) and cfg.plan().epoch_resolutions() == [8, 8, 16]
     cfg.save(str(tmp_path))
     assert config.TrainConfig.load(str(tmp_path)) == cfg
     for path, value, flag in [("cycle.levels", ["8", "16"], "--levels"), ("cycle.epochs_per_visit", ["1"],
@@ -72,5 +72,6 @@ def test_the_configuration_is_validated_when_built():
         config.TrainConfig(data=config.DataConfig(num_train=2))
     with pytest.raises(ValueError, match="strictly increasing"):
         config.CycleConfig(levels=(32, 16))
-    cycle = config.CycleConfig(levels=(8, 16), cycle="v", epochs_per_visit=(1,))
-    assert cycle.plan() is cycle.plan() and cycle.visits() == list(cycle.plan().visits)
+    cfg = config.TrainConfig(model=tiny, cycle=config.CycleConfig(levels=(8, 16), cycle="v", epochs_per_visit=(1,)))
+    assert cfg.plan() is cfg.plan()
+    assert [(v.level, v.resolution) for v in cfg.plan().visits] == [(v.level, v.resolution) for v in cfg.cycle.visits()]

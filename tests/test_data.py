@@ -46,14 +46,25 @@ def test_corrupt_or_mismatched_sample_file_gets_a_clear_error(tmp_path):
         data.SampleSet.load(junk)
 
 
-@pytest.mark.parametrize("size", [2, 3])
-def test_shards_are_disjoint_and_cover_whole_batches(size):
-    coeffs = fields.sample_coeffs(20, seed=2)
-    global_batch = 2 * size
-    shards = [data.shard(coeffs, global_batch, rank, size) for rank in range(size)]
-    rows = [tuple(r) for s in shards for r in s]
-    assert len(rows) == len(set(rows)) == (20 // global_batch) * global_batch
-    assert len({len(s) for s in shards}) == 1  # every worker runs the same number of steps
+def global_sequence(coeffs, global_batch, size, steps, resolution=8, **kwargs):
+    """The global batches (sample ids per step, ranks in order) that `size` workers' pipelines produce."""
+    per_rank = []
+    for rank in range(size):
+        ds, _ = data.build_dataset(coeffs, resolution, global_batch, seed=7, rank=rank, size=size, **kwargs)
+        ids = first_coeff_of_batches(ds, steps, resolution, coeffs)
+        per_rank.append([ids[i:i + global_batch // size] for i in range(0, len(ids), global_batch // size)])
+    return [sum((per_rank[r][step] for r in range(size)), []) for step in range(steps)]
+
+
+def test_global_batches_are_the_same_for_any_number_of_workers():
+    coeffs = fields.sample_coeffs(10, seed=2)  # 10 samples, global batch 4: 2 steps per epoch
+    sequences = [global_sequence(coeffs, 4, size, steps=6) for size in (1, 2, 4)]
+    assert sequences[0] == sequences[1] == sequences[2]
+    batches = sequences[0]
+    for epoch in range(3):
+        ids = batches[2 * epoch] + batches[2 * epoch + 1]
+        assert len(set(ids)) == 8  # one epoch: disjoint global batches
+    assert set(sum(batches, [])) == set(range(10))  # the two left over change from epoch to epoch
 
 
 @pytest.mark.parametrize("budget", [0, data.DEFAULT_CACHE_BUDGET_BYTES])  # generated on the fly / cached
@@ -67,8 +78,10 @@ def test_epochs_are_reshuffled_and_reproducible(budget):
     assert epoch0 != epoch1
     again, _ = data.build_dataset(coeffs, 8, 2, seed=5, cache_budget_bytes=budget)
     assert first_coeff_of_batches(again, 2 * steps, 8, coeffs) == order
-    resumed, _ = data.build_dataset(coeffs, 8, 2, seed=5, start_epoch=1, cache_budget_bytes=budget)
+    resumed, _ = data.build_dataset(coeffs, 8, 2, seed=5, start_step=steps, cache_budget_bytes=budget)
     assert first_coeff_of_batches(resumed, steps, 8, coeffs) == epoch1
+    mid_epoch, _ = data.build_dataset(coeffs, 8, 2, seed=5, start_step=steps + 1, cache_budget_bytes=budget)
+    assert first_coeff_of_batches(mid_epoch, steps - 1, 8, coeffs) == epoch1[2:]
     other, _ = data.build_dataset(coeffs, 8, 2, seed=6, cache_budget_bytes=budget)
     assert first_coeff_of_batches(other, steps, 8, coeffs) != epoch0
 
@@ -83,8 +96,38 @@ def test_worker_pipelines_split_the_global_batch():
     assert sorted(seen) == list(range(12))
     with pytest.raises(ValueError, match="cannot fill one global batch"):
         data.build_dataset(coeffs, 8, 16)
+    with pytest.raises(ValueError, match="must be divisible by the 2 workers"):
+        data.build_dataset(coeffs, 8, 3, size=2)
 
 
-def test_cache_budget_counts_whole_global_batches_of_the_shard():
-    coeffs = fields.sample_coeffs(10, seed=8)  # 10 samples, global batch 4: 8 usable, 4 per worker
-    assert data.cache_bytes(coeffs, 8, 4, rank=1, size=2) == 4 * 8 ** 3 * 4
+def test_cache_budget_counts_every_sample_of_the_level():
+    assert data.cache_bytes(10, 8) == 10 * 8 ** 3 * 4  # any worker may draw any sample
+
+
+@pytest.mark.parametrize("budget", [0, data.DEFAULT_CACHE_BUDGET_BYTES])
+def test_restricted_coarse_fields_are_block_averages_of_the_fine_field(budget):
+    coeffs = fields.sample_coeffs(2, seed=9)
+    ds, _ = data.build_dataset(coeffs, 8, 2, shuffle=False, cache_budget_bytes=budget, source_resolution=16)
+    fine = fields.kl_diffusivity(coeffs, 16)
+    expected = fine.reshape(2, 8, 2, 8, 2, 8, 2).mean(axis=(2, 4, 6))
+    np.testing.assert_allclose(next(iter(ds)).numpy()[..., 0], expected, rtol=1e-5)
+    sampled, _ = data.build_dataset(coeffs, 8, 2, shuffle=False, cache_budget_bytes=budget)
+    assert not np.allclose(next(iter(sampled)).numpy(), next(iter(ds)).numpy(), rtol=1e-3)
+
+
+def test_multigrid_pipeline_draws_each_level_with_its_own_batch():
+    from poisson_tf import multigrid
+
+    levels = multigrid.level_settings([8, 16], 2, 4)  # constant voxels: 16 fields of 8^3 per step, 32 samples
+    assert [(lv.global_batch_size, lv.num_samples, lv.steps_per_epoch) for lv in levels] == [(16, 32, 2), (2, 4, 2)]
+    plan = multigrid.compile_plan(multigrid.parse_spec("16:1,8:2,16:1"), levels)
+    coeffs = fields.sample_coeffs(32, seed=11)
+    for size in (1, 2):
+        ds, steps = data.multigrid_dataset(plan, coeffs, seed=3, size=size)
+        shapes = [tuple(batch.shape[:2]) for batch in ds.take(plan.num_steps)]
+        assert steps == 2 and shapes == [(2 // size, 16)] * 2 + [(16 // size, 8)] * 4 + [(2 // size, 16)] * 2
+    resumed, _ = data.multigrid_dataset(plan, coeffs, seed=3, start_epoch=2)  # the second epoch at 8^3
+    full, _ = data.multigrid_dataset(plan, coeffs, seed=3)
+    expected = [b.numpy() for b in full.take(plan.num_steps)][2 * steps:]
+    for got, want in zip(resumed.take(plan.num_steps - 2 * steps), expected):
+        np.testing.assert_array_equal(got.numpy(), want)

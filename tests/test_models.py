@@ -51,7 +51,8 @@ def test_log_features_make_u_invariant_to_scaling_nu():
 @pytest.mark.parametrize("n", [12, 20, 33])
 def test_resolution_not_divisible_gets_a_clear_error(n):
     model = models.build_model("small")
-    with pytest.raises(ValueError, match=rf"resolution {n} cannot pass a depth-3 U-Net: N must be a multiple"):
+    depth = models.preset("small").depth
+    with pytest.raises(ValueError, match=rf"resolution {n} cannot pass a depth-{depth} U-Net: N must be a multiple"):
         model(tf.ones([1, n, n, n, 1]))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import checkpoint, config, models, multigrid, trainer
+from poisson_tf import checkpoint, config, models, trainer
 from train_helpers import tiny_config
 
 
@@ -33,7 +33,7 @@ def test_trained_resolutions_follow_the_schedule_and_artifacts_are_written(tmp_p
     cfg = tiny_config(tmp_path / "run", ref_cache, cycle__cycle="w", cycle__levels=(8, 16, 32),
                       cycle__epochs_per_visit=(2, 1, 1))
     summary = trainer.train(cfg)
-    plan = multigrid.EpochPlan.of(cfg.cycle.visits())
+    plan = cfg.plan()
     assert summary["trained_resolutions"] == plan.epoch_resolutions() == [32, 16, 8, 8, 16, 8, 8, 16, 32]
     assert summary["history"]["level"] == [2, 1, 0, 0, 1, 0, 0, 1, 2]
     for n in (8, 16, 32):

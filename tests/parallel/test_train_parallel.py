@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import data, distributed, fem, models, multigrid, trainer
+from poisson_tf import data, distributed, fem, models, trainer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from train_helpers import tiny_config  # noqa: E402
@@ -39,7 +39,7 @@ def test_end_to_end_run_keeps_workers_identical_and_loss_independent_of_worker_c
     first = FirstBatchLoss()
     summary = trainer.train(cfg, extra_callbacks=[first])
     assert summary["workers"] == size
-    assert summary["trained_resolutions"] == multigrid.EpochPlan.of(cfg.cycle.visits()).epoch_resolutions()
+    assert summary["trained_resolutions"] == cfg.plan().epoch_resolutions()
 
     # The validation metrics (gathered over workers) are the same on every worker.
     validation = distributed.allgather_object(summary["validation"])
@@ -49,11 +49,11 @@ def test_end_to_end_run_keeps_workers_identical_and_loss_independent_of_worker_c
     # exactly what one process would compute for that batch.
     keras.utils.set_random_seed(cfg.run.seed)
     initial = models.build_model(cfg.model)
-    plan = multigrid.EpochPlan.of(cfg.cycle.visits())
-    train_set, _ = data.make_sample_sets(cfg.data.num_train, cfg.data.num_val, seed=cfg.data.seed)
+    plan = cfg.plan()
+    train_set, _ = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, seed=cfg.data.seed)
     batches = []
     for worker in range(size):
-        ds, _ = data.multigrid_dataset(plan, train_set.coeffs, global_batch, seed=cfg.run.seed, rank=worker, size=size)
+        ds, _ = data.multigrid_dataset(plan, train_set.coeffs, seed=cfg.run.seed, rank=worker, size=size)
         batches.append(next(iter(ds)))
     global_nu = tf.concat(batches, axis=0)
     assert global_nu.shape[0] == global_batch
