@@ -190,6 +190,22 @@ def test_warmup_ramps_the_learning_rate_linearly_then_keeps_it():
     assert float(trainer.WarmupSchedule(1e-3)(tf.constant(0))) == pytest.approx(1e-3)
 
 
+def test_visit_factors_and_cosine_decays():
+    # two visits: steps 0-3 at factor 1, steps 4-11 at factor 0.5; 12 steps in all
+    segments, total = ((0, 1.0), (4, 0.5)), 12
+    rate = lambda decay, step: float(trainer.WarmupSchedule(1e-3, 0, segments, total, decay)(tf.constant(step)))
+    assert [rate("constant", s) for s in (0, 3, 4, 11)] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
+    cosine = lambda done: 0.5 * (1 + np.cos(np.pi * done))
+    assert [rate("cosine", s) for s in (0, 3, 6, 11)] == pytest.approx(
+        [1e-3, 1e-3 * cosine(3 / 12), 5e-4 * cosine(6 / 12), 5e-4 * cosine(11 / 12)], rel=1e-5)  # float32
+    # a warm restart at the level switch: the cosine runs over each visit's own steps
+    assert [rate("cosine_per_visit", s) for s in (0, 2, 4, 8, 11)] == pytest.approx(
+        [1e-3, 1e-3 * cosine(2 / 4), 5e-4, 5e-4 * cosine(4 / 8), 5e-4 * cosine(7 / 8)], rel=1e-5)
+    steps = tf.constant([2, 8])  # vectorized, as TensorBoardLogger calls it
+    assert np.asarray(trainer.WarmupSchedule(1e-3, 0, segments, total, "cosine_per_visit")(steps)) == pytest.approx(
+        [rate("cosine_per_visit", 2), rate("cosine_per_visit", 8)])
+
+
 def max_change(a, b) -> float:
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
