@@ -198,14 +198,15 @@ class CycleConfig:
     """
 
     levels: tuple = _field((16, 32, 64), "Training resolutions, coarse to fine (a cycle spec sets its own).")
-    cycle: str = _field("half_v", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
+    # The default is what measured best at the default's finest level, 64^3 (benchmarks/results/cycles.jsonl):
+    # single-level training, 800 steps; at 128^3 a Half-V pays off instead (flags/multigrid_128.flags).
+    cycle: str = _field("single", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
                                   "of every visit; a length is epochs, or steps with an 's' suffix, or millions "
                                   "of voxels with 'mv').")
-    # One value for all levels, or one per level. The demo default: most steps on the cheap coarse grids.
-    epochs_per_visit: tuple = _field((60, 30, 40), "Length of every visit of a named cycle in --visit_unit units: "
-                                                   "one value, or one per level (coarse to fine).")
-    visit_unit: str = _field("epochs", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
-                                       "over the level's samples), optimizer steps, or millions of voxels.")
+    epochs_per_visit: tuple = _field((200, 200, 800), "Length of every visit of a named cycle in --visit_unit "
+                                                      "units: one value, or one per level (coarse to fine).")
+    visit_unit: str = _field("steps", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
+                                      "over the level's samples), optimizer steps, or millions of voxels.")
     num_cycles: int = _field(1, "How many times a named cycle runs.")
     batch_per_level: tuple = _field((), "Global batch of every level, coarse to fine (default: constant voxels "
                                         "per step, the finest level's --global_batch_size times (N_fine/N)^3).")
@@ -244,7 +245,7 @@ class OptimConfig:
     scale_lr_by_workers: bool = _field(False, "Refused (kept for old configurations): the global batch is fixed, "
                                               "so the learning rate does not depend on the number of workers.")
     warmup_steps: int = _field(0, "Linear learning-rate warmup steps.")
-    lr_decay: str = _field("constant", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
+    lr_decay: str = _field("cosine", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
                                        "cosine to zero over the whole plan, or over every visit (a warm restart at "
                                        "each level switch).")
     precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)}: "
