@@ -14,7 +14,8 @@ setup:
 demo: setup
 	scripts/demo.sh
 
-# Parallel suite under all three launchers, then the whole suite single-process (its summary line is last).
+# Parallel suite under all three launchers, then the single-process suite (its summary line is last; it does not
+# collect tests/parallel, which runs only under a launcher with 2 or more workers).
 test: setup
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-parallel

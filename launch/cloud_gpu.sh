@@ -11,6 +11,7 @@
 # NCCL_SOCKET_IFNAME=eth0 on both (set NCCL_DEBUG=INFO once to see that NCCL picked InfiniBand). Each process
 # pins its GPU by local rank (poisson_tf.distributed.init); megavoxel runs use --global_batch_size equal to the
 # number of GPUs (one sample per GPU).
+# --resume=auto: after a preemption the same command continues the run from its last checkpoint.
 # DRY_RUN=1 prints the exact command instead of running it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +26,7 @@ export NCCL_IB_PCI_RELAXED_ORDERING=${NCCL_IB_PCI_RELAXED_ORDERING:-1}
 export CUDA_DEVICE_ORDER=${CUDA_DEVICE_ORDER:-PCI_BUS_ID}
 [ -f /opt/microsoft/ndv4-topo.xml ] && export NCCL_TOPO_FILE=${NCCL_TOPO_FILE:-/opt/microsoft/ndv4-topo.xml}
 cmd=("$VENV/bin/horovodrun" -np "$((NODES * GPUS))" -H "$HOSTS"
-     "$VENV/bin/python" -m poisson_tf.train "$@")
+     "$VENV/bin/python" -m poisson_tf.train --resume=auto "$@")
 if [ "${DRY_RUN:-0}" = 1 ]; then
   env | grep -E '^(NCCL_|CUDA_DEVICE_ORDER)' | sort
   printf '%q ' "${cmd[@]}"; echo

@@ -169,8 +169,9 @@ class TensorBoardLogger(keras.callbacks.Callback):
             return
         steps = np.array([r[0] for r in self._rows], np.int64)
         schedule = getattr(self.model.optimizer, "_learning_rate", None)
-        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):  # its value after each step
-            lr = np.asarray(schedule(tf.constant(steps)), np.float64) * np.ones(len(steps))
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            # update s (1-based) used the rate at iteration count s - 1, the count before it
+            lr = np.asarray(schedule(tf.constant(steps - 1)), np.float64) * np.ones(len(steps))
         else:
             lr = np.full(len(steps), float(np.asarray(self.model.optimizer.learning_rate)))
         batch = self.batch_sizes[self._epoch]

@@ -1,78 +1,174 @@
-"""Atomic training checkpoints: network and optimizer variables, cycle position, config fingerprint."""
+"""Atomic training checkpoints: network and optimizer variables, cycle position, config fingerprint, checksum.
+
+The last two checkpoints are kept (checkpoint.h5 and checkpoint.previous.h5). Restoring verifies the
+checksum and that every value is finite, and falls back to the previous checkpoint when the newest one is
+unreadable or corrupt. Importing this module loads no framework; reading a checkpoint needs only h5py.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 
-from poisson_tf import distributed, files
+from poisson_tf import config, files
 
 CHECKPOINT_FILE = "checkpoint.h5"
-FORMAT_VERSION = 1
+PREVIOUS_FILE = "checkpoint.previous.h5"
+CHECKPOINT_FILES = (CHECKPOINT_FILE, PREVIOUS_FILE)  # newest first
+FORMAT_VERSION = 2
+_GROUPS = ("network", "optimizer")
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be trusted (unreadable, checksum mismatch, non-finite values)."""
+
+
+def _digest(groups: dict, state: str, fingerprint: str) -> str:
+    """sha256 over every variable (group, path, dtype, shape, bytes), the state and the fingerprint."""
+    h = hashlib.sha256()
+    for group in _GROUPS:
+        for path, value in groups[group]:
+            value = np.ascontiguousarray(value)
+            h.update(f"{group}/{path}/{value.dtype.str}/{value.shape}".encode())
+            h.update(value.tobytes())
+    h.update(state.encode())
+    h.update(fingerprint.encode())
+    return h.hexdigest()
+
+
+def _incompatibility(path: str, saved: dict, current: dict) -> str:
+    flags = {o.path: o.flag for o in config.options()}
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    shown = "; ".join(f"--{flags.get(k, k)}={saved.get(k)!r} there, {current.get(k)!r} now" for k in diff)
+    return (f"checkpoint {path} was written with other settings ({shown}): resuming it with these would not "
+            f"continue the same training; drop those flags to resume with the saved settings, or start a new run "
+            f"with --overwrite or another --model_dir")
 
 
 class Checkpointer:
-    """Writes (chief only, by construction) and restores one checkpoint file in model_dir.
+    """Writes (chief only, by construction) and restores the checkpoints of one model_dir.
 
-    Every write goes to a temporary file renamed over the previous checkpoint, so an interrupted write
-    never corrupts it. Network variables include Keras' seed-generator states (dropout RNG).
+    Every write goes to a temporary file that replaces checkpoint.h5 after the previous checkpoint.h5 was
+    renamed to checkpoint.previous.h5, so an interrupted write corrupts neither. Network variables include
+    Keras' seed-generator states (dropout RNG).
     """
 
     def __init__(self, model_dir: str, fingerprint: dict):
+        self.model_dir = model_dir
         self.path = os.path.join(model_dir, CHECKPOINT_FILE)
+        self.previous_path = os.path.join(model_dir, PREVIOUS_FILE)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
 
     def exists(self) -> bool:
-        return os.path.exists(self.path)
+        return any(os.path.exists(os.path.join(self.model_dir, name)) for name in CHECKPOINT_FILES)
 
     def save(self, network, optimizer, state: dict) -> None:
         """Writes the checkpoint on the chief; a no-op on other workers."""
+        from poisson_tf import distributed
+
         distributed.on_chief(self._write, network, optimizer, state)
 
     def _write(self, network, optimizer, state: dict) -> None:
-        with files.write_hdf5(self.path) as f:
-            for group, variables in (("network", network.variables), ("optimizer", optimizer.variables)):
+        groups = {group: [(v.path, np.asarray(v.numpy())) for v in variables]
+                  for group, variables in (("network", network.variables), ("optimizer", optimizer.variables))}
+        state_json, fingerprint_json = json.dumps(state), json.dumps(self.fingerprint, sort_keys=True)
+        with files.write_hdf5(self.path, keep_previous=self.previous_path) as f:
+            for group in _GROUPS:
                 g = f.create_group(group)
-                for i, v in enumerate(variables):
-                    d = g.create_dataset(f"{i:05d}", data=np.asarray(v.numpy()))
-                    d.attrs["path"] = v.path
-            f.attrs["state"] = json.dumps(state)
-            f.attrs["fingerprint"] = json.dumps(self.fingerprint, sort_keys=True)
+                for i, (path, value) in enumerate(groups[group]):
+                    g.create_dataset(f"{i:05d}", data=value).attrs["path"] = path
+            f.attrs["state"] = state_json
+            f.attrs["fingerprint"] = fingerprint_json
             f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["sha256"] = _digest(groups, state_json, fingerprint_json)
 
-    def restore(self, network, optimizer) -> dict:
-        """Loads the checkpoint into network and optimizer (building its slots), returns the saved state.
+    def _read(self, path: str):
+        """({group: [(variable path, value)]}, state) of one checkpoint file, verified.
 
         Raises:
-          ValueError: no checkpoint, an unreadable one, or one written by an incompatible configuration.
+          CorruptCheckpoint: unreadable, a checksum that does not match, or a value that is not finite.
+          ValueError: a checkpoint of another format or of other settings (falling back would not help).
         """
         import h5py
 
-        if not self.exists():
-            raise ValueError(f"cannot resume: no checkpoint at {self.path}")
         try:
-            with h5py.File(self.path, "r") as f:
-                saved = json.loads(f.attrs["fingerprint"])
-                if saved != self.fingerprint:
-                    diff = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
-                    raise ValueError(f"checkpoint {self.path} was written by an incompatible configuration "
-                                     f"(differs in {diff}: saved {[saved.get(k) for k in diff]}, this run "
-                                     f"{[self.fingerprint.get(k) for k in diff]}); use another --model_dir or "
-                                     f"the saved settings")
-                if not optimizer.built:
-                    optimizer.build(network.trainable_variables)
-                for group, variables in (("network", network.variables), ("optimizer", optimizer.variables)):
-                    stored = f[group]
-                    if len(stored) != len(variables):
-                        raise ValueError(f"checkpoint {self.path} holds {len(stored)} {group} variables, this "
-                                         f"model has {len(variables)}")
-                    for i, v in enumerate(variables):
-                        value = stored[f"{i:05d}"][()]
-                        if tuple(value.shape) != tuple(v.shape):
-                            raise ValueError(f"checkpoint variable {stored[f'{i:05d}'].attrs['path']} has shape "
-                                             f"{value.shape}, the model's {v.path} has {tuple(v.shape)}")
-                        v.assign(value)
-                return json.loads(f.attrs["state"])
-        except (OSError, KeyError) as e:
-            raise ValueError(f"cannot read checkpoint {self.path}: {e}") from None
+            with h5py.File(path, "r") as f:
+                version = f.attrs["format_version"]
+                if version != FORMAT_VERSION:
+                    raise ValueError(f"checkpoint {path} has format {version}, this poisson_tf reads format "
+                                     f"{FORMAT_VERSION}; start a new run with --overwrite or another --model_dir")
+                state_json, fingerprint_json = str(f.attrs["state"]), str(f.attrs["fingerprint"])
+                groups = {group: [(str(f[group][k].attrs["path"]), f[group][k][()]) for k in sorted(f[group])]
+                          for group in _GROUPS}
+                checksum = str(f.attrs["sha256"])
+        except (OSError, KeyError, TypeError, AttributeError) as e:
+            raise CorruptCheckpoint(f"{os.path.basename(path)} is unreadable ({type(e).__name__}: {e})") from None
+        if _digest(groups, state_json, fingerprint_json) != checksum:
+            raise CorruptCheckpoint(f"{os.path.basename(path)} does not match its checksum (damaged on disk)")
+        for group in _GROUPS:
+            for name, value in groups[group]:
+                if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+                    raise CorruptCheckpoint(f"{os.path.basename(path)} holds non-finite values in {group} variable "
+                                            f"{name}")
+        saved = json.loads(fingerprint_json)
+        if saved != self.fingerprint:
+            raise ValueError(_incompatibility(path, saved, self.fingerprint))
+        return groups, json.loads(state_json)
+
+    def load(self):
+        """The newest checkpoint that verifies, falling back to the previous one.
+
+        Returns:
+          ({group: [(variable path, value)]}, state); state["restored_from"] names the file used and, after a
+          fall-back, state["fallback_reason"] says why the newest was not.
+
+        Raises:
+          ValueError: no checkpoint, none that verifies, or one written with other settings.
+        """
+        reasons = []
+        for name in CHECKPOINT_FILES:
+            path = os.path.join(self.model_dir, name)
+            if not os.path.exists(path):
+                continue
+            try:
+                groups, state = self._read(path)
+            except CorruptCheckpoint as e:
+                reasons.append(str(e))
+                continue
+            state["restored_from"] = name
+            if reasons:
+                state["fallback_reason"] = "; ".join(reasons)
+            return groups, state
+        if not reasons:
+            raise ValueError(f"cannot resume: no checkpoint in {self.model_dir} (it holds {CHECKPOINT_FILE} once "
+                             "an epoch has been saved)")
+        raise ValueError(f"cannot resume from {self.model_dir}: {'; '.join(reasons)}; no intact checkpoint is "
+                         "left, start a new run with --overwrite")
+
+    def restore(self, network, optimizer) -> dict:
+        """Loads the newest intact checkpoint into network and optimizer (building its slots); returns its state
+        (see load) and says on stderr when it fell back to the previous checkpoint.
+
+        Raises:
+          ValueError: no intact checkpoint, one written with other settings, or one of another model.
+        """
+        groups, state = self.load()
+        if not optimizer.built:
+            optimizer.build(network.trainable_variables)
+        for group, variables in (("network", network.variables), ("optimizer", optimizer.variables)):
+            stored = groups[group]
+            if len(stored) != len(variables):
+                raise ValueError(f"checkpoint {state['restored_from']} holds {len(stored)} {group} variables, this "
+                                 f"model has {len(variables)}")
+            for (path, value), v in zip(stored, variables):
+                if tuple(value.shape) != tuple(v.shape):
+                    raise ValueError(f"checkpoint variable {path} has shape {value.shape}, the model's {v.path} has "
+                                     f"{tuple(v.shape)}")
+                v.assign(value)
+        if "fallback_reason" in state:
+            print(f"warning: {state['fallback_reason']}; resumed from {state['restored_from']} (epoch "
+                  f"{state['epoch']}) instead", file=sys.stderr, flush=True)
+        return state

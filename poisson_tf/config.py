@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 from poisson_tf import fields, files, multigrid
@@ -24,10 +25,35 @@ COARSE_NU = ("sample", "restrict")
 LR_DECAYS = ("constant", "cosine", "cosine_per_visit")
 
 
+MAX_THREADS = 1024  # TensorFlow aborts the process on a negative thread count; more than this is no CPU node
+MAX_SEED = 2 ** 32 - 1  # numpy's seeds (keras.utils.set_random_seed) stop here
+MAX_NUM_TERMS = 1000
+VERBOSITIES = (0, 1, 2)
+
+
 def _field(default, help: str, flag: str = "", items: type = int):
     """A config field and the help of its command-line flag (named after the field unless `flag` is given);
     `items`: the type of a tuple field's elements."""
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "items": items})
+
+
+def require(ok: bool, name: str, value, valid: str) -> None:
+    """Raises ValueError('<name> must be <valid>, got <value>') unless ok: the one form of a refused value
+    (also for the command lines' own flags, named '--flag')."""
+    if not ok:
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+
+
+def check_threads(threads: int) -> int:
+    """Raises ValueError unless threads is a TensorFlow thread count: 0 (automatic) to MAX_THREADS."""
+    require(not isinstance(threads, bool) and isinstance(threads, int) and 0 <= threads <= MAX_THREADS,
+             "threads", threads, f"an integer from 0 (automatic: the cores of this worker) to {MAX_THREADS}")
+    return threads
+
+
+def _check_seed(name: str, seed: int) -> None:
+    require(not isinstance(seed, bool) and isinstance(seed, int) and 0 <= seed <= MAX_SEED, name, seed,
+             f"an integer from 0 to {MAX_SEED}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +86,10 @@ class ModelConfig:
 
     def __post_init__(self):
         def need(ok, what, value, valid):
-            if not ok:
-                raise ValueError(f"model {what} must be {valid}, got {value!r}")
+            require(ok, "model " + what, value, valid)
         need(isinstance(self.depth, int) and 1 <= self.depth <= 8, "depth", self.depth, "an integer in 1..8")
         need(self.base_filters >= 1, "base_filters", self.base_filters, ">= 1")
-        need(self.growth >= 1, "growth", self.growth, ">= 1")
+        need(1 <= self.growth < math.inf, "growth", self.growth, "finite and >= 1")
         need(self.max_filters >= self.base_filters, "max_filters", self.max_filters, ">= base_filters")
         need(self.kernel_size >= 1, "kernel_size", self.kernel_size, ">= 1")
         need(self.extra_convs >= 0, "extra_convs", self.extra_convs, ">= 0")
@@ -75,9 +100,11 @@ class ModelConfig:
         for name in ("encoder_activation", "decoder_activation"):
             need(getattr(self, name) in ACTIVATIONS, name, getattr(self, name), f"one of {ACTIVATIONS}")
         need(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        need(self.dropout_levels >= 0, "dropout_levels", self.dropout_levels, ">= 0")
+        need(self.head_kernel_size >= 1, "head_kernel_size", self.head_kernel_size, ">= 1")
         need(self.input_features in INPUT_FEATURES, "input_features", self.input_features,
              f"one of {INPUT_FEATURES}")
-        need(self.log_nu_scale > 0, "log_nu_scale", self.log_nu_scale, "> 0")
+        need(0 < self.log_nu_scale < math.inf, "log_nu_scale", self.log_nu_scale, "finite and > 0")
         need(self.output_prior in OUTPUT_PRIORS, "output_prior", self.output_prior, f"one of {OUTPUT_PRIORS}")
 
     @property
@@ -149,6 +176,9 @@ class DataConfig:
             raise ValueError(f"num_train and num_val must be >= 1, got {self.num_train} and {self.num_val}")
         if self.sampling not in fields.SAMPLING_METHODS:
             raise ValueError(f"sampling must be one of {fields.SAMPLING_METHODS}, got {self.sampling!r}")
+        require(1 <= self.num_terms <= MAX_NUM_TERMS, "num_terms", self.num_terms, f"in 1..{MAX_NUM_TERMS}")
+        _check_seed("data_seed", self.seed)
+        require(self.cache_budget_mb >= 0, "cache_budget_mb", self.cache_budget_mb, ">= 0 (0: no caching)")
         fields.check_eta(self.eta)
         fields.kl_roots(self.num_terms)
 
@@ -168,14 +198,15 @@ class CycleConfig:
     """
 
     levels: tuple = _field((16, 32, 64), "Training resolutions, coarse to fine (a cycle spec sets its own).")
-    cycle: str = _field("half_v", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
+    # The default is what measured best at the default's finest level, 64^3 (benchmarks/results/cycles.jsonl):
+    # single-level training, 800 steps; at 128^3 a Half-V pays off instead (flags/multigrid_128.flags).
+    cycle: str = _field("single", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
                                   "of every visit; a length is epochs, or steps with an 's' suffix, or millions "
                                   "of voxels with 'mv').")
-    # One value for all levels, or one per level. The demo default: most steps on the cheap coarse grids.
-    epochs_per_visit: tuple = _field((60, 30, 40), "Length of every visit of a named cycle in --visit_unit units: "
-                                                   "one value, or one per level (coarse to fine).")
-    visit_unit: str = _field("epochs", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
-                                       "over the level's samples), optimizer steps, or millions of voxels.")
+    epochs_per_visit: tuple = _field((200, 200, 800), "Length of every visit of a named cycle in --visit_unit "
+                                                      "units: one value, or one per level (coarse to fine).")
+    visit_unit: str = _field("steps", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
+                                      "over the level's samples), optimizer steps, or millions of voxels.")
     num_cycles: int = _field(1, "How many times a named cycle runs.")
     batch_per_level: tuple = _field((), "Global batch of every level, coarse to fine (default: constant voxels "
                                         "per step, the finest level's --global_batch_size times (N_fine/N)^3).")
@@ -210,9 +241,11 @@ class CycleConfig:
 class OptimConfig:
     global_batch_size: int = _field(4, "Samples per step over all workers (split evenly).")
     learning_rate: float = _field(2e-3, "Adam learning rate.")
-    scale_lr_by_workers: bool = _field(False, "Multiply the learning rate by the number of workers.")
+    # Kept so that saved configurations still load; refused when set (see __post_init__).
+    scale_lr_by_workers: bool = _field(False, "Refused (kept for old configurations): the global batch is fixed, "
+                                              "so the learning rate does not depend on the number of workers.")
     warmup_steps: int = _field(0, "Linear learning-rate warmup steps.")
-    lr_decay: str = _field("constant", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
+    lr_decay: str = _field("cosine", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
                                        "cosine to zero over the whole plan, or over every visit (a warm restart at "
                                        "each level switch).")
     precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)}: "
@@ -222,8 +255,12 @@ class OptimConfig:
     def __post_init__(self):
         if self.global_batch_size < 1:
             raise ValueError(f"global_batch_size must be >= 1, got {self.global_batch_size}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+        if self.scale_lr_by_workers:
+            raise ValueError("--scale_lr_by_workers is refused: the global batch (--global_batch_size) is fixed and "
+                             "split over the workers, so the same learning rate trains the same way on any number of "
+                             "workers; give the --learning_rate you want instead")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.precision not in PRECISIONS:
@@ -240,16 +277,27 @@ class RunConfig:
     val_resolutions: tuple = _field((), "Resolutions to validate at (default: the trained resolutions).")
     reference_cache: str = _field("", "Directory of cached reference solutions (default "
                                       "~/.cache/poisson_tf/references).")
-    threads: int = _field(0, "TF intra-op threads per worker (0: cores on the host / workers on the host).")
+    threads: int = _field(0, "TF intra-op threads per worker (0: cores on the host / workers on the host); a "
+                             "setting of each launch, not taken from a resumed run's saved config.")
     deterministic: bool = _field(False, "Enable TensorFlow op determinism (bitwise-reproducible resume).")
     checkpoint_seconds: float = _field(60.0, "Checkpoint at the end of every visit and of training, and after "
                                              "epochs ending this many seconds after the last save (0: every epoch).")
     verbose: int = _field(2, "Keras verbosity on the chief: 0 silent, 1 progress bar, 2 a line per epoch.")
 
     def __post_init__(self):
+        require(bool(self.model_dir), "model_dir", self.model_dir, "a directory name")
+        _check_seed("seed", self.seed)
+        require(self.validate_every >= 1, "validate_every", self.validate_every, ">= 1 (visits)")
+        check_threads(self.threads)
         if not self.checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds must be >= 0 (0: every epoch), got {self.checkpoint_seconds}")
+        require(self.verbose in VERBOSITIES, "verbose", self.verbose, f"one of {VERBOSITIES}")
 
+
+#: Settings that only size, place or report a run (caches, threads, paths, logging, checkpoint cadence,
+#: validation): a resumed run may change them. Every other setting is in TrainConfig.fingerprint().
+RUNTIME_SETTINGS = ("data.cache_budget_mb", "run.model_dir", "run.validate_every", "run.val_resolutions",
+                    "run.reference_cache", "run.threads", "run.checkpoint_seconds", "run.verbose")
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "cycle": CycleConfig, "optim": OptimConfig,
              "run": RunConfig}
@@ -309,21 +357,28 @@ class TrainConfig:
                    **{section: build(kind, d[section]) for section, kind in _SECTIONS.items()})
 
     def fingerprint(self) -> dict:
-        """What a checkpoint must share with the run that resumes it."""
+        """What a checkpoint must share with the run that resumes it: every setting that changes the sequence
+        of updates (so that a --deterministic resume reaches the weights of an uninterrupted run), as
+        {path: value}; the RUNTIME_SETTINGS may differ."""
         d = self.to_dict()
-        return {"model": d["model"], "data": d["data"], "cycle": d["cycle"],
-                "global_batch_size": d["optim"]["global_batch_size"], "precision": d["optim"]["precision"]}
+        return {o.path: d[o.path.partition(".")[0]][o.path.partition(".")[2]] for o in options()
+                if "." in o.path and o.path not in RUNTIME_SETTINGS}
 
     def save(self, model_dir: str) -> str:
         return files.write_json(os.path.join(model_dir, CONFIG_FILE), self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, model_dir: str) -> "TrainConfig":
+        """The configuration saved in model_dir; ValueError when there is none or it is not one."""
         path = os.path.join(model_dir, CONFIG_FILE)
-        if not os.path.exists(path):
+        if not os.path.isfile(path):
             raise ValueError(f"{model_dir!r} holds no {CONFIG_FILE}: not a poisson_tf model_dir")
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        try:
+            with open(path) as f:
+                return cls.from_dict(json.load(f))
+        except (KeyError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a valid poisson_tf configuration ({type(e).__name__}: {e}); it was "
+                             f"damaged or not written by poisson-tf-train") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,23 +12,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# The command lines ask launched() before they import TensorFlow, so it lives in the framework-free cli module.
+from poisson_tf.cli import launched
+
 try:  # Horovod is optional: a laptop user can train and predict single-process before building it.
     import horovod.tensorflow as hvd
 except ImportError:  # pragma: no cover - depends on the environment
     hvd = None
 
-# Environment variables set by the launchers this package supports (horovodrun with MPI or Gloo, mpirun, srun).
-_LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 _state = {"initialized": False, "horovod": False}
-
-
-def launched() -> bool:
-    """True when this process was started by horovodrun, mpirun or srun (or POISSON_TF_HOROVOD=1)."""
-    if os.environ.get("POISSON_TF_HOROVOD") == "1":
-        return True
-    if os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_PROCID" in os.environ:
-        return True
-    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+# Rank r adds r times this (odd, about 2^31.3) to every Keras seed: the workers' dropout streams stay far apart.
+_SEED_STRIDE = 0x9E3779B9
 
 
 def init(intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> None:
@@ -116,6 +110,24 @@ def is_chief() -> bool:
 def on_chief(fn, *args, **kwargs):
     """fn(*args, **kwargs) on the chief only: the one way the package writes files; None on other workers."""
     return fn(*args, **kwargs) if is_chief() else None
+
+
+def chief_decides(fn, *args, share: bool = True):
+    """fn(*args) on the chief only, its outcome broadcast: every worker gets fn's result (or None off the chief
+    when not share), or the same ValueError, so all workers continue or fail together. For decisions that read
+    the chief's files (a saved config, a checkpoint): the other workers need no shared file system.
+    """
+    result, outcome = None, None
+    if is_chief():
+        try:
+            result = fn(*args)
+            outcome = ("ok", result if share else None)
+        except ValueError as e:
+            outcome = ("error", str(e))
+    outcome = broadcast_object(outcome)  # Horovod: one decision for all workers
+    if outcome[0] == "error":
+        raise ValueError(outcome[1])
+    return result if is_chief() else outcome[1]
 
 
 def allreduce_gradients(grads: list) -> list:
@@ -262,9 +274,25 @@ class DataParallelTrainer(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
 
+def seed_per_rank(model) -> None:
+    """Gives each worker its own random stream (dropout masks) after a broadcast made all the same: rank r adds
+    r * _SEED_STRIDE to the seed of every Keras SeedGenerator. Rank 0 keeps the single-process stream, and the
+    chief's checkpoint (rank 0's state) restores every worker's stream, so a --deterministic resume still
+    reproduces the uninterrupted run."""
+    if rank() == 0:
+        return
+    for v in model.variables:
+        if v.path.endswith("seed_generator_state"):
+            state = np.array(v.numpy())
+            state[0] = (int(state[0]) + rank() * _SEED_STRIDE) % 2 ** 31
+            v.assign(state)
+
+
 class BroadcastCallback(keras.callbacks.Callback):
-    """At the start of fit, copies rank 0's network weights and optimizer state to every worker."""
+    """At the start of fit, copies rank 0's network weights and optimizer state to every worker, then gives
+    every worker its own dropout stream (seed_per_rank)."""
 
     def on_train_begin(self, logs=None):
         network = getattr(self.model, "network", self.model)
         broadcast_model(network, self.model.optimizer)
+        seed_per_rank(network)  # Horovod: identical weights, different dropout masks

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
+
+from poisson_tf import cli, config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/demo", "A model_dir written by poisson-tf-train.")
@@ -16,30 +17,63 @@ flags.DEFINE_string("reference_cache", "", "Directory of cached reference soluti
 flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/report.json); a .png is written beside it.")
 
 
+def check_task(model_dir: str):
+    """(config, resolutions, reference cache directory, report path) from the flags, each checked before any
+    framework loads.
+
+    Raises:
+      ValueError: a refused flag, or a model_dir, cache or report path that cannot serve.
+    """
+    from poisson_tf import files, inference
+
+    config.require(FLAGS.batch_size >= 1, "--batch_size", FLAGS.batch_size, ">= 1 (fields per forward pass)")
+    config.require(FLAGS.num_samples >= 0, "--num_samples", FLAGS.num_samples, ">= 0 (0: all)")
+    inference.check_model_dir(model_dir)
+    cfg = config.TrainConfig.load(model_dir)
+    trained = cfg.plan().resolutions  # what the run trained (a spec cycle names its own levels)
+    try:
+        resolutions = [int(r) for r in FLAGS.resolutions] or trained + [2 * trained[-1]]
+    except ValueError:
+        raise ValueError(f"--resolutions must be integers, got {FLAGS.resolutions}") from None
+    for n in resolutions:
+        config.check_resolution(n, cfg.model.depth)
+    cache = FLAGS.reference_cache or cfg.run.reference_cache
+    if cache and os.path.exists(cache) and not os.path.isdir(cache):
+        raise ValueError(f"--reference_cache {cache!r} is a file, not a directory")
+    path = FLAGS.report or os.path.join(model_dir, "eval", "report.json")
+    files.check_writable(path, "--report")
+    files.check_writable(os.path.splitext(path)[0] + ".png", "--report's .png")
+    return cfg, resolutions, cache, path
+
+
+def load_samples(model_dir: str, num_terms: int):
+    """The sample set to evaluate (--samples, or the run's validation set) and the coefficients chosen by
+    --num_samples; ValueError when it cannot be read or holds none."""
+    from poisson_tf import data
+
+    path = FLAGS.samples or os.path.join(model_dir, "val_samples.h5")
+    try:
+        samples = data.SampleSet.load(path, num_terms=num_terms)
+    except (TypeError, AttributeError) as e:  # a file whose `coeffs` or attributes are of the wrong kind
+        raise ValueError(f"cannot read sample set {path!r}: {e}") from None
+    coeffs = samples.coeffs[:FLAGS.num_samples or None]
+    if len(coeffs) == 0:
+        raise ValueError(f"sample set {path!r} holds no samples")
+    return samples, coeffs
+
+
 def main(argv):
     del argv
-    from poisson_tf import config, data, distributed, evaluation, inference, reference
+    cfg, resolutions, cache, path = check_task(FLAGS.model_dir)
+    samples, coeffs = load_samples(FLAGS.model_dir, cfg.data.num_terms)
+
+    from poisson_tf import distributed, evaluation, inference, reference
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
-    try:
-        cfg = config.TrainConfig.load(FLAGS.model_dir)
-        model = inference.load_solver(FLAGS.model_dir)
-        samples = data.SampleSet.load(FLAGS.samples or os.path.join(FLAGS.model_dir, "val_samples.h5"),
-                                      num_terms=cfg.data.num_terms)
-        trained = cfg.plan().resolutions  # what the run trained (a spec cycle names its own levels)
-        try:
-            resolutions = [int(r) for r in FLAGS.resolutions] or trained + [2 * trained[-1]]
-        except ValueError:
-            raise ValueError(f"--resolutions must be integers, got {FLAGS.resolutions}") from None
-        for n in resolutions:
-            config.check_resolution(n, cfg.model.depth)
-        coeffs = samples.coeffs[:FLAGS.num_samples or None]
-        store = reference.ReferenceStore(FLAGS.reference_cache or cfg.run.reference_cache)
-        report = evaluation.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
-                                     resolutions, store, FLAGS.batch_size, trained)
-    except ValueError as e:
-        sys.exit(f"poisson-tf-evaluate: error: {e}")
-    path = FLAGS.report or os.path.join(FLAGS.model_dir, "eval", "report.json")
+    model = inference.load_solver(FLAGS.model_dir)
+    trained = cfg.plan().resolutions
+    report = evaluation.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
+                                 resolutions, reference.ReferenceStore(cache), FLAGS.batch_size, trained)
     examples = report.pop("examples")
     report.update(model_dir=os.path.abspath(FLAGS.model_dir), trained_resolutions=trained, eta=samples.eta,
                   workers=distributed.size())
@@ -58,7 +92,7 @@ def _publish(report: dict, examples: dict, path: str) -> None:
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run("poisson-tf-evaluate", main)
 
 
 if __name__ == "__main__":

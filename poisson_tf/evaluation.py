@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from poisson_tf import distributed, fem, files, metrics
+from poisson_tf import config, distributed, fem, files, metrics
 
 
 def linear_baseline(nu: np.ndarray) -> np.ndarray:
@@ -34,7 +34,10 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
       {"resolutions": {N: {"model": means, "baseline": means, "inference_seconds_per_field", "zero_shot",
       "per_sample": [...]}}} and, on the chief, "examples" {N: (nu, u, u_ref)} of sample 0 for figures.
     """
+    config.require(batch_size >= 1, "batch_size", batch_size, ">= 1")
     coeffs = np.asarray(coeffs)
+    if len(coeffs) == 0:
+        raise ValueError("evaluation needs at least one sample, got none")
     mine = list(range(distributed.rank(), len(coeffs), distributed.size()))
     report, examples = {}, {}
     for n in resolutions:

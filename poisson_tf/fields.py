@@ -5,12 +5,14 @@ import functools
 import warnings
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 DEFAULT_ETA = 0.5
 DEFAULT_NUM_TERMS = 4
 DEFAULT_COEFF_BOUND = 3.0
 SAMPLING_METHODS = ("uniform", "sobol")
+#: What the package accepts as nu: float32 holds it, and squared (as norms square it) float64 still does.
+DIFFUSIVITY_RANGE = (1e-30, 1e30)
 
 
 def check_resolution(resolution) -> int:
@@ -28,14 +30,33 @@ def check_eta(eta) -> float:
     return eta
 
 
+def is_real(array) -> bool:
+    """True when array holds real numbers (integer or floating point: not bool, complex, strings or objects)."""
+    dtype = np.asarray(array).dtype
+    return dtype.kind in "fiu" or dtype.name == "bfloat16"  # bfloat16: TensorFlow's 16-bit floats in numpy
+
+
 def check_diffusivity(nu: np.ndarray, name: str = "nu") -> np.ndarray:
-    """Raises ValueError unless every value of nu is finite and positive; returns nu unchanged."""
+    """Raises ValueError unless nu holds real numbers, each finite, positive and in DIFFUSIVITY_RANGE; returns
+    nu unchanged.
+
+    Complex values are refused, not cast: dropping an imaginary part would silently solve another problem.
+    Values outside DIFFUSIVITY_RANGE are refused too: the network computes in float32, and the solver's
+    arithmetic squares them.
+    """
     nu = np.asarray(nu)
-    bad = ~np.isfinite(nu) | (nu <= 0)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must be finite and positive everywhere, but {name}{list(index)} = "
-                         f"{nu[index]!r} ({int(bad.sum())} bad values of {nu.size})")
+    if not is_real(nu):
+        raise ValueError(f"{name} must hold real numbers, got dtype {nu.dtype}"
+                         + (" (complex: the diffusivity is real)" if np.issubdtype(nu.dtype, np.complexfloating)
+                            else ""))
+    for bad, rule in ((~np.isfinite(nu) | (nu <= 0), "be finite and positive everywhere"),
+                      ((nu < DIFFUSIVITY_RANGE[0]) | (nu > DIFFUSIVITY_RANGE[1]),
+                       f"lie within [{DIFFUSIVITY_RANGE[0]:g}, {DIFFUSIVITY_RANGE[1]:g}] (u does not change when "
+                       "nu is multiplied by a constant: rescale it)")):
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name} must {rule}, but {name}{list(index)} = {nu[index]!r} ({int(bad.sum())} bad "
+                             f"values of {nu.size})")
     return nu
 
 
@@ -119,7 +140,12 @@ def kl_diffusivity(coeffs, resolution: int, eta: float = DEFAULT_ETA, dtype=np.f
     xy = phi[:, :, None] * phi[:, None, :]
     for b, w in enumerate(batch):
         log_nu = ((w * scale)[:, None, None] * xy).reshape(len(phi), -1).T @ phi
-        out[b] = np.exp(log_nu, out=log_nu).reshape(n, n, n)
+        with np.errstate(over="ignore"):
+            out[b] = np.exp(log_nu, out=log_nu).reshape(n, n, n)
+        if not np.all(np.isfinite(out[b])):
+            raise ValueError(f"KL coefficients {list(w)} give a nu that overflows {np.dtype(dtype).name}: they are "
+                             f"meant to be of order 1 (training draws them from [-{DEFAULT_COEFF_BOUND:g}, "
+                             f"{DEFAULT_COEFF_BOUND:g}])")
     return out[0] if coeffs.ndim == 1 else out
 
 
@@ -173,7 +199,9 @@ def sample_coeffs(num_samples: int, num_terms: int = DEFAULT_NUM_TERMS, method: 
         raise ValueError(f"bound must be a finite positive number, got {bound!r}")
     kl_roots(num_terms)  # validates num_terms
     if method == "sobol":
-        sampler = stats.qmc.Sobol(d=num_terms, scramble=True, seed=seed)
+        from scipy.stats import qmc  # here: importing scipy.stats costs every command line ~1 s at start
+
+        sampler = qmc.Sobol(d=num_terms, scramble=True, seed=seed)
         with warnings.catch_warnings():  # balance properties need powers of 2; any count is still valid
             warnings.simplefilter("ignore", UserWarning)
             if skip:

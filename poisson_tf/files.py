@@ -1,11 +1,27 @@
-"""Atomic file writing (temp file, fsync, rename): every file the package writes appears whole or not at all."""
+"""Atomic file writing (temp file, fsync, rename): every file the package writes appears whole or not at all.
+
+Also the checks that go with it: whether an output path can be written (before any compute), and the
+leftover temporary files of writers that were killed mid-write (named so they can be recognized and removed).
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
+import time
 from typing import Iterator
+
+#: The temporary name of a write to <dir>/<name>: <dir>/.<name>.<8 random characters>.tmp[<suffix>].
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+#: Fault injection for the fault tests only (tests/test_faults.py), e.g. "checkpoint.h5:sleep=3:2" sleeps 3 s
+#: in the 2nd write of checkpoint.h5 once its temporary file is written (before the rename), and
+#: "checkpoint.h5:enospc" makes every write of it fail as a full disk would. Unset in normal use.
+FAULT_VARIABLE = "POISSON_TF_TEST_FAULT"
+_writes = {}  # file name -> writes started in this process (for the fault hook's "nth write")
 
 
 def _fsync(path: str) -> None:
@@ -16,30 +32,125 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux allows (os.umask sets it as it reads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _inject_fault(path: str) -> None:
+    spec = os.environ.get(FAULT_VARIABLE)
+    name = os.path.basename(path)
+    _writes[name] = _writes.get(name, 0) + 1
+    if not spec:
+        return
+    target, action, *nth = spec.split(":")
+    if target != name or (nth and int(nth[0]) != _writes[name]):
+        return
+    if action.startswith("sleep="):
+        time.sleep(float(action.partition("=")[2]))
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, "No space left on device (injected by " + FAULT_VARIABLE + ")", path)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str, suffix: str = ".tmp") -> Iterator[str]:
+def atomic_path(path: str, suffix: str = ".tmp", keep_previous: str | None = None) -> Iterator[str]:
     """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
 
     The temporary file is flushed to disk before the rename and the directory after it, so a crash mid-write
     (or a power cut right after) leaves the previous file intact, never a truncated one. On failure the
-    temporary file is removed.
+    temporary file is removed; a writer killed mid-write leaves it, under a name remove_temp_files recognizes.
+    The file gets the mode a newly created file gets (0666 minus the umask), as with open(path, "w").
 
     Args:
       path: the final file.
       suffix: ending of the temporary name (e.g. ".keras" for writers that insist on an extension).
+      keep_previous: if given, the file `path` held until now is renamed to this path first (a rotation that
+        keeps the previous version; a crash between the two renames leaves the previous version there).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp" + ("" if suffix == ".tmp" else suffix), dir=directory)
     os.close(fd)
     try:
         yield tmp
+        _inject_fault(path)  # tests only: between the write and the rename, the window a crash must survive
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a shared model_dir must stay readable
         _fsync(tmp)
+        if keep_previous is not None and os.path.exists(path):
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
-        _fsync(directory)  # the rename itself survives a crash only once the directory is on disk
+        _fsync(directory)  # the renames themselves survive a crash only once the directory is on disk
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def is_temp_file(name: str, targets=None) -> bool:
+    """True when `name` is the temporary file of an atomic write (of one of `targets`, when given)."""
+    match = _TEMP_NAME.match(os.path.basename(name))
+    return bool(match) and (targets is None or match.group("target") in targets)
+
+
+def remove_temp_files(directory: str, targets=None, older_than: float = 0.0) -> list:
+    """Removes the temporary files that killed writers left in `directory` (not its subdirectories).
+
+    Args:
+      targets: only temporary files of writes to these file names (None: any).
+      older_than: only files not modified for this many seconds (a directory shared with live writers).
+
+    Returns:
+      the names removed.
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    now = time.time()
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        try:
+            if is_temp_file(name, targets) and os.path.isfile(path) and now - os.path.getmtime(path) >= older_than:
+                os.remove(path)
+                removed.append(name)
+        except FileNotFoundError:  # another process removed it first
+            pass
+    return removed
+
+
+def check_writable(path: str, what: str = "output") -> str:
+    """Raises ValueError unless a file can be written at `path` (checked before any compute).
+
+    The path must not be a directory, and its nearest existing ancestor must be a directory in which a file
+    can be created (tried for real: permission bits do not tell, e.g. for root or a read-only mount).
+    Missing parent directories are fine (writes create them). Returns `path`.
+    """
+    if not path:
+        raise ValueError(f"the {what} path is empty; give a file name")
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{what} {path!r} cannot be written: {parent!r} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {path!r} cannot be written: {parent!r} is not writable ({e.strerror})") from None
+    return path
 
 
 def write_json(path: str, obj, **dump_kwargs) -> str:
@@ -59,11 +170,12 @@ def write_text(path: str, text: str) -> str:
 
 
 @contextlib.contextmanager
-def write_hdf5(path: str):
-    """An h5py.File open for writing whose content replaces `path` only when the block succeeds."""
+def write_hdf5(path: str, keep_previous: str | None = None):
+    """An h5py.File open for writing whose content replaces `path` only when the block succeeds (see
+    atomic_path for keep_previous)."""
     import h5py
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_previous=keep_previous) as tmp:
         with h5py.File(tmp, "w") as f:
             yield f
 

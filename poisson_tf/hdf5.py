@@ -133,6 +133,10 @@ def read_fields(path: str, names=("nu",)) -> tuple:
             missing = [name for name in names if name not in f]
             if missing:
                 raise ValueError(f"HDF5 file {path!r} has no dataset {missing[0]!r}; it holds {sorted(f.keys())}")
+            for name in names:
+                if not isinstance(f[name], h5py.Dataset):
+                    raise ValueError(f"{name!r} in {path!r} is a {type(f[name]).__name__.lower()}, not a dataset "
+                                     f"of shape [N, N, N] or [B, N, N, N]")
             out = {name: f[name][()] for name in names}
             attrs = dict(f.attrs)
     except OSError as e:
@@ -140,6 +144,15 @@ def read_fields(path: str, names=("nu",)) -> tuple:
     for name, array in out.items():
         _field_shape(name, array)
     return out, attrs
+
+
+def _real(value) -> np.ndarray:
+    """value as float64; TypeError unless it holds real numbers (a complex value is not cast)."""
+    from poisson_tf.fields import is_real
+
+    if not is_real(value):
+        raise TypeError(f"not real numbers: {np.asarray(value).dtype}")
+    return np.asarray(value, np.float64)
 
 
 def read_diffusivity(path: str):
@@ -155,7 +168,14 @@ def read_diffusivity(path: str):
 
     data, attrs = read_fields(path, ("nu",))
     nu = check_diffusivity(data["nu"], f"nu in {path}")
-    coeffs = attrs.get("coeffs")
-    eta = attrs.get("eta")
-    return nu, (coeffs if coeffs is not None and len(coeffs) else None), \
-        (float(eta) if eta is not None and np.isfinite(eta) else None)
+    coeffs, eta = attrs.get("coeffs"), attrs.get("eta")
+    try:
+        coeffs = None if coeffs is None or np.size(coeffs) == 0 else _real(coeffs)
+        eta = None if eta is None or not np.isfinite(_real(eta)) else float(eta)
+    except (TypeError, ValueError):
+        raise ValueError(f"the attributes of {path!r} are not a KL provenance: coeffs {attrs.get('coeffs')!r} and "
+                         f"eta {attrs.get('eta')!r} must be numbers; remove them or fix them") from None
+    if coeffs is not None and (coeffs.ndim not in (1, 2) or not np.all(np.isfinite(coeffs))):
+        raise ValueError(f"the attribute coeffs of {path!r} must be finite KL coefficients [m] or [B, m], got "
+                         f"shape {coeffs.shape}")
+    return nu, coeffs, eta

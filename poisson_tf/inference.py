@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -14,19 +16,42 @@ def load_solver(model_dir: str):
     """The trained Keras solver of a model_dir (model.keras).
 
     Raises:
-      ValueError: when model_dir does not exist or holds no trained model.
+      ValueError: when model_dir does not exist, holds no trained model, or its model.keras is damaged.
     """
+    path = check_model_dir(model_dir)
     import keras
 
     from poisson_tf import models  # noqa: F401  (registers the custom layers)
 
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Keras reports a damaged archive in many ways (ValueError, OSError, KeyError, ...)
+        raise ValueError(f"cannot load {path}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+
+
+def check_model_dir(model_dir: str) -> str:
+    """Returns model_dir's model.keras path after the checks that need no framework: the directory exists and
+    holds a model.keras that is a whole .keras archive (a zip with its config and weights).
+
+    Raises:
+      ValueError: naming what is missing or damaged.
+    """
     path = os.path.join(model_dir, MODEL_FILE)
     if not os.path.isdir(model_dir):
-        raise ValueError(f"model_dir {model_dir!r} does not exist")
-    if not os.path.exists(path):
+        raise ValueError(f"model_dir {model_dir!r} does not exist" if not os.path.exists(model_dir) else
+                         f"model_dir {model_dir!r} is a file, not a directory")
+    if not os.path.isfile(path):
         raise ValueError(f"model_dir {model_dir!r} holds no trained model ({MODEL_FILE}); train one with "
                          f"poisson-tf-train --model_dir={model_dir} (a run writes it when its cycle completes)")
-    return keras.saving.load_model(path, compile=False)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names, damaged = set(archive.namelist()), archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as e:
+        raise ValueError(f"{path} is damaged (not a .keras archive: {e})") from None
+    if damaged is not None or not {"config.json", "model.weights.h5"} <= names:
+        raise ValueError(f"{path} is damaged ({'a bad member ' + damaged if damaged else 'members missing'}); "
+                         "train again or restore it from a copy")
+    return path
 
 
 def resolution_multiple(model) -> int:
@@ -34,14 +59,14 @@ def resolution_multiple(model) -> int:
     return int(model.get_layer("features").multiple)
 
 
-def check_input(model, nu: np.ndarray) -> np.ndarray:
-    """nu [N,N,N] or [B,N,N,N], finite, positive and of a resolution the model takes; returns [B,N,N,N]."""
+def check_input(nu: np.ndarray, depth: int) -> np.ndarray:
+    """nu [N,N,N] or [B,N,N,N], real, finite, positive and of a resolution a depth-`depth` U-Net takes;
+    returns [B,N,N,N]."""
     nu = np.asarray(nu)
     if nu.ndim not in (3, 4) or len(set(nu.shape[-3:])) != 1:
         raise ValueError(f"nu must have shape [N, N, N] or [B, N, N, N], got {nu.shape}")
     fields.check_diffusivity(nu)
-    multiple = resolution_multiple(model)
-    config.check_resolution(nu.shape[-1], multiple.bit_length() - 1)
+    config.check_resolution(nu.shape[-1], depth)
     return nu.reshape((-1,) + nu.shape[-3:])
 
 
@@ -49,7 +74,8 @@ def predict(model, nu: np.ndarray, batch_size: int = 1, progress: bool = False) 
     """u for each nu, [B, N, N, N] float32 (exact Dirichlet planes), in batches of batch_size."""
     import tensorflow as tf
 
-    batch = check_input(model, nu)
+    config.require(batch_size >= 1, "batch_size", batch_size, ">= 1")
+    batch = check_input(nu, resolution_multiple(model).bit_length() - 1)
     bar = None
     if progress and len(batch) > batch_size:
         import keras

@@ -1,10 +1,12 @@
 """poisson-tf-predict: u from a trained solver for nu fields from HDF5 or KL coefficients -> HDF5 + XDMF."""
 from __future__ import annotations
 
-import sys
+import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from poisson_tf import cli, config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/demo", "A model_dir written by poisson-tf-train.")
@@ -28,27 +30,52 @@ def parse_coeffs(values) -> np.ndarray:
     return np.array(rows)
 
 
+def load_fields(model_dir: str):
+    """(nu [N,N,N] or [B,N,N,N], coeffs or None, eta) from --coeffs (checked against the model's training
+    config: the same number of KL terms, its eta unless --eta) or from --input."""
+    from poisson_tf import fields, hdf5, inference
+
+    if (FLAGS.coeffs is None) == (FLAGS.input is None):
+        raise ValueError("give exactly one of --coeffs (KL coefficients, repeatable) or --input (an HDF5 file "
+                         "with `nu`)")
+    trained = config.TrainConfig.load(model_dir)
+    eta = fields.check_eta(FLAGS.eta) if FLAGS.eta is not None else trained.data.eta
+    if FLAGS.input is not None:
+        nu, coeffs, file_eta = hdf5.read_diffusivity(FLAGS.input)
+        eta = file_eta if file_eta is not None else eta
+    else:
+        coeffs = parse_coeffs(FLAGS.coeffs)
+        if coeffs.shape[1] != trained.data.num_terms:
+            raise ValueError(f"--coeffs gives {coeffs.shape[1]} KL coefficients per field, but the model in "
+                             f"{model_dir!r} was trained on {trained.data.num_terms}-term fields; give "
+                             f"{trained.data.num_terms}")
+        config.check_resolution(FLAGS.resolution, trained.model.depth)
+        nu = fields.kl_diffusivity(coeffs, FLAGS.resolution, eta)
+        nu, coeffs = (nu[0], coeffs[0]) if len(coeffs) == 1 else (nu, coeffs)
+    inference.check_input(nu, trained.model.depth)
+    return nu, coeffs, eta
+
+
 def main(argv):
     del argv
-    from poisson_tf import config, distributed, fields, hdf5, inference
+    from poisson_tf import files, hdf5, inference
+
+    # Every check that needs no network first, so bad input fails in a second and before any compute.
+    config.require(FLAGS.batch_size >= 1, "--batch_size", FLAGS.batch_size, ">= 1 (fields per forward pass)")
+    files.check_writable(FLAGS.output, "--output")
+    files.check_writable(hdf5.xdmf_path(FLAGS.output), "--output's .xdmf")
+    if FLAGS.export_savedmodel is not None:
+        if not FLAGS.export_savedmodel or (os.path.exists(FLAGS.export_savedmodel)
+                                           and not os.path.isdir(FLAGS.export_savedmodel)):
+            raise ValueError(f"--export_savedmodel must be a directory, got {FLAGS.export_savedmodel!r}")
+        files.check_writable(os.path.join(FLAGS.export_savedmodel, "saved_model.pb"), "--export_savedmodel")
+    inference.check_model_dir(FLAGS.model_dir)
+    nu, coeffs, eta = load_fields(FLAGS.model_dir)
+    from poisson_tf import distributed
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
-    try:
-        model = inference.load_solver(FLAGS.model_dir)
-        eta = FLAGS.eta if FLAGS.eta is not None else config.TrainConfig.load(FLAGS.model_dir).data.eta
-        if FLAGS.coeffs is not None:
-            coeffs = parse_coeffs(FLAGS.coeffs)
-            nu = fields.kl_diffusivity(coeffs, FLAGS.resolution, eta)
-            nu = nu[0] if len(coeffs) == 1 else nu
-            coeffs = coeffs[0] if len(coeffs) == 1 else coeffs
-        elif FLAGS.input:
-            nu, coeffs, file_eta = hdf5.read_diffusivity(FLAGS.input)
-            eta = file_eta if file_eta is not None else eta
-        else:
-            raise ValueError("give --coeffs (KL coefficients, repeatable) or --input (an HDF5 file with `nu`)")
-        u = inference.predict(model, nu, FLAGS.batch_size, progress=True).reshape(np.shape(nu))
-    except ValueError as e:
-        sys.exit(f"poisson-tf-predict: error: {e}")
+    model = inference.load_solver(FLAGS.model_dir)
+    u = inference.predict(model, nu, FLAGS.batch_size, progress=True).reshape(np.shape(nu))
     if not distributed.is_chief():
         return
     hdf5.write_fields(FLAGS.output, {"nu": np.asarray(nu, np.float32), "u": u}, eta=eta, coeffs=coeffs,
@@ -61,7 +88,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run("poisson-tf-predict", main)
 
 
 if __name__ == "__main__":

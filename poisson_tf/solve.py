@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from poisson_tf import fields, hdf5, reference
+from poisson_tf import cli, fields, hdf5, reference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("coeffs", None, "KL coefficients w_1..w_m (comma separated); or use --input.")
@@ -24,7 +23,8 @@ flags.DEFINE_string("warm_start", None, "A trained model_dir: its prediction is 
 
 
 def load_problem(coeffs, resolution: int, eta: float, input_path: str | None):
-    """Returns (nu [N,N,N] or [B,N,N,N], coeffs or None, eta or None) from coefficients or an HDF5 file."""
+    """Returns (nu [N,N,N] or [B,N,N,N], coeffs or None, eta or None) from coefficients or an HDF5 file, checked
+    (real, finite, positive, in fields.DIFFUSIVITY_RANGE)."""
     if (coeffs is None) == (input_path is None):
         raise ValueError("give exactly one of --coeffs (KL coefficients) or --input (an HDF5 file with `nu`)")
     if input_path is not None:
@@ -33,7 +33,16 @@ def load_problem(coeffs, resolution: int, eta: float, input_path: str | None):
         w = np.array([float(c) for c in coeffs])
     except ValueError:
         raise ValueError(f"--coeffs must be a comma-separated list of numbers, got {coeffs}") from None
-    return fields.kl_diffusivity(w, resolution, eta), w, eta
+    nu = fields.check_diffusivity(fields.kl_diffusivity(w, resolution, eta), f"nu of --coeffs={','.join(coeffs)}")
+    return nu, w, eta
+
+
+def check_solution(u: np.ndarray, record, rtol: float) -> None:
+    """Raises RuntimeError unless the solve reached rtol with a finite solution (a NaN residual is no answer)."""
+    residual = record.relative_residual
+    if not (np.isfinite(residual) and residual <= rtol * 1.0001 and np.all(np.isfinite(u))):
+        raise RuntimeError(f"the solver did not converge at N={record.resolution}: relative residual {residual!r} "
+                           f"(target {rtol:g}){'' if np.all(np.isfinite(u)) else ', non-finite solution'}")
 
 
 def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None, method: str = "auto"):
@@ -59,9 +68,11 @@ def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None, method
     solutions, records = [], []
     for sample, guess in zip(batch, guesses):
         u, rec = reference.solve(sample, rtol=rtol, method=method)
+        check_solution(u, rec, rtol)
         record = rec.as_dict()
         if guess is not None:
             u, warm = reference.solve(sample, rtol=rtol, x0=guess, method=method)
+            check_solution(u, warm, rtol)
             record = {"cold": rec.as_dict(), "warm": dict(warm.as_dict(), predict_seconds=predict_seconds),
                       "iterations_saved": rec.iterations - warm.iterations,
                       "speedup": rec.seconds / (warm.seconds + predict_seconds)}
@@ -74,11 +85,17 @@ def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None, method
 
 def main(argv):
     del argv
-    try:
-        nu, coeffs, eta = load_problem(FLAGS.coeffs, FLAGS.resolution, FLAGS.eta, FLAGS.input)
-        u, records = solve_all(nu, FLAGS.rtol, FLAGS.warm_start, FLAGS.method)
-    except ValueError as e:
-        sys.exit(f"poisson-tf-solve: error: {e}")
+    from poisson_tf import config, files, inference
+
+    # Every check first, so that bad input fails in a second and before any solve.
+    config.require(0 < FLAGS.rtol < 1, "--rtol", FLAGS.rtol, "in (0, 1)")
+    files.check_writable(FLAGS.output, "--output")
+    files.check_writable(hdf5.xdmf_path(FLAGS.output), "--output's .xdmf")
+    nu, coeffs, eta = load_problem(FLAGS.coeffs, FLAGS.resolution, FLAGS.eta, FLAGS.input)
+    if FLAGS.warm_start:
+        inference.check_model_dir(FLAGS.warm_start)
+        inference.check_input(nu, config.TrainConfig.load(FLAGS.warm_start).model.depth)
+    u, records = solve_all(nu, FLAGS.rtol, FLAGS.warm_start, FLAGS.method)
     hdf5.write_fields(FLAGS.output, {"nu": nu.astype(np.float32), "u": u.astype(np.float32)}, eta=eta,
                       coeffs=coeffs, attrs={"solver_records": json.dumps(records)})
     for record in records:
@@ -93,7 +110,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run("poisson-tf-solve", main)
 
 
 if __name__ == "__main__":

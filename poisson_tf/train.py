@@ -5,11 +5,10 @@ The defaults are the embedded demo: a Half-V cycle 16 -> 32 -> 64 with the `smal
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from poisson_tf import config
+from poisson_tf import checkpoint, cli, config, rundir
 
 FLAGS = flags.FLAGS
 
@@ -26,27 +25,72 @@ def _define_config_flags() -> None:
                                 else option.default, option.help)
 
 
+class _ResumeParser(flags.ArgumentParser):
+    """--resume, --resume=true|false|auto, --noresume: a boolean flag that also takes `auto`."""
+
+    def parse(self, argument) -> str:
+        value = {"1": "true", "t": "true", "0": "false", "f": "false"}.get(str(argument).lower(), str(argument).lower())
+        if value not in rundir.RESUME_MODES:
+            raise ValueError(f"must be true, false or auto (--resume alone means true), got {argument!r}")
+        return value
+
+    def flag_type(self) -> str:
+        return "string"
+
+
 _define_config_flags()
-flags.DEFINE_bool("resume", False, "Continue from model_dir's checkpoint (saved config unless flags override).")
+flags.DEFINE_flag(flags.Flag(
+    _ResumeParser(), flags.ArgumentSerializer(), "resume", "false",
+    "true (or --resume alone): continue model_dir's run from its checkpoint (saved config unless flags override); "
+    "auto: continue when model_dir has a checkpoint, else start a new run (preemptible VMs, SLURM --requeue); "
+    "false: a new run, refused in a non-empty model_dir unless --overwrite.", boolean=True))
+flags.DEFINE_bool("overwrite", False, "A new run replaces the run in model_dir (removes its config, checkpoints, "
+                  "model, sample sets, logs and eval/; nothing else).")
 flags.DEFINE_integer("stop_after_epochs", None, "Stop after this many epochs of the cycle (resume later).")
 
 
-def config_from_flags() -> config.TrainConfig:
-    """One frozen TrainConfig: the saved one on --resume, else the defaults and the preset; flags given override."""
-    given = {o.path: FLAGS[o.flag].value for o in config.options() if FLAGS[o.flag].present}
-    given["run.model_dir"] = FLAGS.model_dir  # where the run is now, even if its saved config says elsewhere
-    return config.override(given, config.TrainConfig.load(FLAGS.model_dir) if FLAGS.resume else None)
+def settle(given: dict, resume: str, overwrite: bool) -> tuple:
+    """What this launch does, decided from model_dir before anything is written (and before TensorFlow loads).
+
+    Args:
+      given: config path -> value of the flags given explicitly (and run.model_dir, run.threads).
+      resume, overwrite: the flags (see rundir.decide).
+
+    Returns:
+      (the configuration as a dict: the saved one with `given` applied when resuming, else the defaults with
+      `given`; resume: bool; clear: whether a new run removes the previous run's files).
+
+    Raises:
+      ValueError: a refused value or model_dir, a model_dir in use, or a checkpoint that cannot be resumed.
+    """
+    model_dir = given["run.model_dir"]
+    resume_run, clear = rundir.decide(model_dir, resume, overwrite)
+    rundir.check_unlocked(model_dir)
+    cfg = config.override(given, config.TrainConfig.load(model_dir) if resume_run else None)
+    if resume_run:
+        checkpoint.Checkpointer(model_dir, cfg.fingerprint()).load()  # refused now, not after TensorFlow loads
+    return cfg.to_dict(), resume_run, clear
 
 
 def main(argv):
     del argv
+    if FLAGS.stop_after_epochs is not None:
+        config.require(FLAGS.stop_after_epochs >= 1, "--stop_after_epochs", FLAGS.stop_after_epochs, ">= 1")
+    threads = config.check_threads(FLAGS.threads)  # before TensorFlow: it aborts on a negative count
+    given = {o.path: FLAGS[o.flag].value for o in config.options() if FLAGS[o.flag].present}
+    # Where the run is now and how this launch uses its cores, even if a resumed run's saved config says otherwise.
+    given.update({"run.model_dir": FLAGS.model_dir, "run.threads": threads})
+    parallel = cli.launched()
+    if not parallel:  # alone: every check before TensorFlow loads, so a refused run ends in a second
+        settled = settle(given, FLAGS.resume, FLAGS.overwrite)
     from poisson_tf import distributed, trainer
 
-    try:
-        cfg = config_from_flags()
-        summary = trainer.train(cfg, resume=FLAGS.resume, stop_after_epochs=FLAGS.stop_after_epochs)
-    except ValueError as e:
-        sys.exit(f"poisson-tf-train: error: {e}")
+    distributed.init(intra_op_threads=threads, inter_op_threads=0 if threads == 0 else 1)
+    if parallel:  # Horovod: the chief reads model_dir (the others need no shared file system) and tells all
+        settled = distributed.chief_decides(settle, given, FLAGS.resume, FLAGS.overwrite)
+    cfg_dict, resume, clear = settled
+    cfg = config.TrainConfig.from_dict(cfg_dict)
+    summary = trainer.train(cfg, resume=resume, stop_after_epochs=FLAGS.stop_after_epochs, overwrite=clear)
     if distributed.is_chief():
         if summary["start_epoch"] >= summary["end_epoch"]:
             print(f"nothing to train: the checkpoint in {cfg.run.model_dir} already completed epoch "
@@ -60,7 +104,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run("poisson-tf-train", main)
 
 
 if __name__ == "__main__":

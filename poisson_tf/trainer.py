@@ -11,7 +11,8 @@ import os
 import keras
 import tensorflow as tf
 
-from poisson_tf import callbacks, checkpoint, config, data, distributed, fem, files, inference, models, reference
+from poisson_tf import (callbacks, checkpoint, config, data, distributed, fem, files, inference, models, reference,
+                        rundir)
 
 
 def energy_loss(network, nu, training):
@@ -93,10 +94,17 @@ def check_runtime(cfg: config.TrainConfig) -> None:
     """What the configuration (validated when built) cannot check alone: the workers and the device.
 
     Raises:
-      ValueError: a global batch the workers cannot split evenly, or 16-bit precision on a CPU.
+      ValueError: a global batch the workers cannot split evenly, batch normalization on several workers, or
+        16-bit precision on a CPU.
     """
     for visit in cfg.plan().visits:  # every level's batch, not only the finest
         distributed.split_batch(visit.global_batch_size)
+    if cfg.model.normalization == "batch" and distributed.size() > 1:
+        # Keras' BatchNormalization would normalize each worker's share of the global batch with its own
+        # statistics, and keep its own moving averages: the training would depend on the number of workers.
+        raise ValueError(f"--normalization=batch is refused on {distributed.size()} workers: batch statistics "
+                         "would be per worker and never synchronized, so the result would depend on the number "
+                         "of workers; use --normalization=group, instance, layer or none, or train on one worker")
     if (cfg.optim.precision != "float32" and not tf.config.list_physical_devices("GPU")
             and os.environ.get("POISSON_TF_ALLOW_CPU_MIXED_PRECISION") != "1"):
         raise ValueError(_CPU_PRECISION_ERRORS[cfg.optim.precision]
@@ -104,35 +112,56 @@ def check_runtime(cfg: config.TrainConfig) -> None:
 
 
 def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
-          extra_callbacks=()) -> dict:
+          extra_callbacks=(), overwrite: bool = False) -> dict:
     """Runs (or resumes) the configured multigrid training; see _train. Restores Keras' global dtype policy."""
+    if stop_after_epochs is not None:
+        config.require(stop_after_epochs >= 1, "stop_after_epochs", stop_after_epochs, ">= 1 (epochs of the cycle)")
     previous = keras.mixed_precision.dtype_policy()
     try:
-        return _train(cfg, resume, stop_after_epochs, extra_callbacks)
+        return _train(cfg, resume, stop_after_epochs, extra_callbacks, overwrite)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
 
 
-def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None, extra_callbacks) -> dict:
+def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None, extra_callbacks,
+           overwrite: bool) -> dict:
     """Runs (or resumes) the configured multigrid training; returns a summary (same on every worker).
+
+    Nothing is written before the run is known to be valid: the chief claims model_dir (rundir.claim: its lock,
+    and a new run only into an empty model_dir, or one whose previous run `overwrite` removes), and a resumed
+    run restores its checkpoint, before the configuration and the sample sets are saved.
 
     Args:
       cfg: the run configuration (saved to cfg.run.model_dir by the chief).
       resume: continue from model_dir's checkpoint at the exact epoch and visit.
       stop_after_epochs: stop once this many epochs of the plan are done (an interruption, for tests).
       extra_callbacks: more Keras callbacks, run after the package's own.
+      overwrite: a new run replaces the previous run's files in model_dir.
     """
     distributed.init(intra_op_threads=cfg.run.threads, inter_op_threads=0 if cfg.run.threads == 0 else 1)
     plan = cfg.plan()
     check_runtime(cfg)
+    lock = distributed.chief_decides(rundir.claim, cfg.run.model_dir, resume, overwrite, share=False)
+    try:
+        return _run(cfg, plan, resume, stop_after_epochs, extra_callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | None, extra_callbacks) -> dict:
+    """_train's steps once the chief holds model_dir: data, model, restore, save inputs, callbacks, fit, results."""
     if cfg.run.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.run.seed)
-
-    train_set, val_set = _build_data(cfg)
+    train_set, val_set = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.num_terms,
+                                               cfg.data.eta, cfg.data.sampling, cfg.data.seed)
     network, energy_trainer = _build_model(cfg)
     checkpointer = checkpoint.Checkpointer(cfg.run.model_dir, cfg.fingerprint())
-    start_epoch = _restore_on_chief(checkpointer, network, energy_trainer.optimizer)["epoch"] + 1 if resume else 0
+    start_epoch = 0
+    if resume:  # Horovod: rank 0 restores (workers need no shared file system), BroadcastCallback copies the state
+        start_epoch = distributed.chief_decides(checkpointer.restore, network, energy_trainer.optimizer)["epoch"] + 1
+    distributed.on_chief(_save_inputs, cfg, train_set, val_set)  # only now: a refused resume changed nothing
     end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
     cycle_cb, validation_cb, cbs = _build_callbacks(cfg, plan, network, val_set, checkpointer, extra_callbacks)
 
@@ -142,27 +171,18 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
     results = validation_cb.history[-1][1] if validation_cb.history else {}  # {resolution: {metric: value}}
     summary.update(trained_resolutions=[r for _, r in cycle_cb.recorded], validation=callbacks.log_keys(results),
                    validation_by_resolution=results)
-    if end_epoch == plan.num_epochs:
+    if start_epoch < end_epoch and end_epoch == plan.num_epochs:  # resuming a finished run rewrites neither
         distributed.on_chief(_save_results, cfg.run.model_dir, network, summary)
     return summary
 
 
-def _build_data(cfg: config.TrainConfig):
-    """The disjoint training and validation sample sets; the chief saves them and the config to model_dir."""
-    train_set, val_set = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.num_terms,
-                                               cfg.data.eta, cfg.data.sampling, cfg.data.seed)
-    distributed.on_chief(_save_inputs, cfg, train_set, val_set)
-    return train_set, val_set
-
-
 def _save_inputs(cfg: config.TrainConfig, train_set: data.SampleSet, val_set: data.SampleSet) -> None:
+    """The chief's record of what the run trains on (config.json and the sample sets); and it removes what
+    killed writes left in the reference cache (old temporary files only: other runs may be writing there)."""
     cfg.save(cfg.run.model_dir)
-    train_set.save(os.path.join(cfg.run.model_dir, "train_samples.h5"))
-    val_set.save(os.path.join(cfg.run.model_dir, "val_samples.h5"))
-
-
-def _learning_rate(cfg: config.TrainConfig) -> float:
-    return cfg.optim.learning_rate * (distributed.size() if cfg.optim.scale_lr_by_workers else 1)
+    train_set.save(os.path.join(cfg.run.model_dir, rundir.SAMPLE_FILES[0]))
+    val_set.save(os.path.join(cfg.run.model_dir, rundir.SAMPLE_FILES[1]))
+    files.remove_temp_files(reference.ReferenceStore(cfg.run.reference_cache).directory, older_than=3600)
 
 
 def _build_model(cfg: config.TrainConfig):
@@ -170,7 +190,7 @@ def _build_model(cfg: config.TrainConfig):
     keras.mixed_precision.set_dtype_policy(config.PRECISIONS[cfg.optim.precision])  # process-wide, set every run
     network = models.build_model(cfg.model)
     plan = cfg.plan()
-    optimizer = keras.optimizers.Adam(WarmupSchedule(_learning_rate(cfg), cfg.optim.warmup_steps, plan.lr_segments(),
+    optimizer = keras.optimizers.Adam(WarmupSchedule(cfg.optim.learning_rate, cfg.optim.warmup_steps, plan.lr_segments(),
                                                      plan.num_steps, cfg.optim.lr_decay))
     if cfg.optim.precision == "float16":  # float16 gradients underflow without dynamic loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -187,7 +207,7 @@ def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpoint
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
     hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision,
                "levels": str(plan.resolutions), "global_batch_size": cfg.optim.global_batch_size,
-               "learning_rate": _learning_rate(cfg), "workers": distributed.size(), "num_train": cfg.data.num_train,
+               "learning_rate": cfg.optim.learning_rate, "workers": distributed.size(), "num_train": cfg.data.num_train,
                **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
     # Keras runs the callbacks in list order at every hook, and they share one `logs` dict per epoch:
     cbs = [
@@ -219,19 +239,4 @@ def _fit(cfg: config.TrainConfig, plan, energy_trainer, train_set, start_epoch: 
 
 def _save_results(model_dir: str, network, summary: dict) -> None:
     files.save_keras(network, os.path.join(model_dir, inference.MODEL_FILE))
-    files.write_json(os.path.join(model_dir, "train_summary.json"), summary, indent=2)
-
-
-def _restore_on_chief(checkpointer, network, optimizer) -> dict:
-    """Restores the checkpoint on rank 0 only (workers need no shared file system: BroadcastCallback copies
-    the weights and optimizer state); every worker gets the saved state, or the same clear error."""
-    outcome = None
-    if distributed.is_chief():
-        try:
-            outcome = ("ok", checkpointer.restore(network, optimizer))
-        except ValueError as e:
-            outcome = ("error", str(e))
-    outcome = distributed.broadcast_object(outcome)  # Horovod: one decision for all workers
-    if outcome[0] == "error":
-        raise ValueError(outcome[1])
-    return outcome[1]
+    files.write_json(os.path.join(model_dir, rundir.SUMMARY_FILE), summary, indent=2)

@@ -18,10 +18,23 @@ def nu_batch(n, batch=1, seed=0):
 def test_one_set_of_weights_at_every_resolution(name, resolutions):
     model = models.build_model(name)
     for n in resolutions:
-        u = model(nu_batch(n), training=False).numpy()
-        assert u.shape == (1, n, n, n, 1)
-        assert np.all(u[:, 0] == 1.0) and np.all(u[:, -1] == 0.0)  # exact Dirichlet planes
-        assert np.all((u >= 0) & (u <= 1))
+        u = model(nu_batch(n, batch=2), training=False).numpy()
+        assert u.shape == (2, n, n, n, 1)
+        assert np.abs(u[0, 1:-1] - u[1, 1:-1]).max() > 1e-4  # the prediction depends on nu
+
+
+@pytest.mark.parametrize("prior, interior", [("linear", lambda x: 1 - x), ("none", lambda x: np.full_like(x, 0.5))])
+def test_a_head_without_correction_predicts_the_prior(prior, interior):
+    # With the head's weights zero the network adds no correction: the linear prior gives u = 1 - x exactly
+    # (exact for constant nu), no prior gives sigmoid(0) = 1/2 between the Dirichlet planes u = 1, 0.
+    model = models.build_model(dataclasses.replace(models.preset("tiny"), output_prior=prior))
+    head = model.get_layer("head")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    for n in (8, 16):
+        x = np.linspace(0.0, 1.0, n)
+        expected = np.concatenate([[1.0], interior(x[1:-1]), [0.0]])
+        u = model(nu_batch(n, batch=2), training=False).numpy()
+        np.testing.assert_allclose(u, np.broadcast_to(expected[None, :, None, None, None], u.shape), rtol=0, atol=1e-6)
 
 
 def test_reference_preset_parameter_count():
@@ -36,10 +49,21 @@ def test_reference_preset_parameter_count():
     dict(encoder_activation="gelu", decoder_activation="silu"), dict(dropout=0.3),
     dict(input_features="nu"), dict(growth=1.5, kernel_size=2),
 ])
-def test_every_option_builds_and_keeps_shape(option):
-    cfg = dataclasses.replace(models.preset("tiny"), **option)
-    u = models.build_model(cfg)(nu_batch(8, batch=2), training=True)
+def test_every_option_changes_the_network(option):
+    # Built from one seed, a network that ignored the option would have the same weights and outputs as the preset.
+    nu = nu_batch(8, batch=2)
+
+    def built(cfg):
+        keras.utils.set_random_seed(0)
+        model = models.build_model(cfg)
+        return [tuple(w.shape) for w in model.weights], model(nu, training=True).numpy()
+
+    tiny = models.preset("tiny")
+    (base_shapes, base_u), (again_shapes, again_u) = built(tiny), built(tiny)
+    assert again_shapes == base_shapes and np.array_equal(again_u, base_u)  # the comparison's premise
+    shapes, u = built(dataclasses.replace(tiny, **option))
     assert u.shape == (2, 8, 8, 8, 1)
+    assert shapes != base_shapes or np.abs(u - base_u).max() > 1e-4
 
 
 def test_log_features_make_u_invariant_to_scaling_nu():

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from poisson_tf import fields, hdf5
+from poisson_tf import fields, hdf5, reference
 
 CLI = [sys.executable, "-m", "poisson_tf.solve"]
 
@@ -32,11 +32,17 @@ def test_solve_from_coefficients_writes_h5_and_xdmf(tmp_path):
 
 def test_solve_a_batch_from_hdf5(tmp_path):
     src, out = str(tmp_path / "in.h5"), str(tmp_path / "out.h5")
-    hdf5.write_fields(src, {"nu": fields.kl_diffusivity(fields.sample_coeffs(2, seed=1), 6)}, xdmf=False)
+    nu = fields.kl_diffusivity(fields.sample_coeffs(2, seed=1), 6)
+    hdf5.write_fields(src, {"nu": nu}, xdmf=False)
     result = run(f"--input={src}", f"--output={out}")
     assert result.returncode == 0, result.stderr
-    assert hdf5.read_fields(out, ("u",))[0]["u"].shape == (2, 6, 6, 6)
-    assert len([line for line in result.stdout.splitlines() if line.startswith("{")]) == 2
+    u = hdf5.read_fields(out, ("u",))[0]["u"]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert u.shape == (2, 6, 6, 6) and len(records) == 2
+    for i in range(2):  # each field solved, in order
+        expected, record = reference.solve(nu[i])
+        np.testing.assert_allclose(u[i], expected, atol=1e-6)
+        assert records[i]["effective_diffusivity"] == pytest.approx(2 * record.energy, rel=1e-9)
 
 
 @pytest.mark.parametrize("args, message", [

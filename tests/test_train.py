@@ -1,7 +1,9 @@
 """The multigrid trainer single-process: schedule execution, artifacts, resume, clear errors."""
+import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import checkpoint, config, models, trainer
+from poisson_tf import checkpoint, config, inference, models, multigrid, trainer
 from train_helpers import tiny_config
 
 
@@ -21,12 +23,28 @@ def ref_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("references")
 
 
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory, ref_cache):
+    """The tiny V(16, 8, 16) run stopped after its first epoch (4 steps; checkpoint at epoch 0). Tests copy it."""
+    run = tmp_path_factory.mktemp("one_epoch") / "run"
+    trainer.train(tiny_config(run, ref_cache), stop_after_epochs=1)
+    return run
+
+
+def copy_of(run, tmp_path):
+    return shutil.copytree(run, tmp_path / "run")
+
+
 def read_events(log_dir):
     from tensorboard.backend.event_processing import event_accumulator
 
     acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
     acc.Reload()
     return acc
+
+
+def step_values(acc, tag) -> dict:
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
 
 
 def test_trained_resolutions_follow_the_schedule_and_artifacts_are_written(tmp_path, ref_cache):
@@ -60,6 +78,9 @@ def test_trained_resolutions_follow_the_schedule_and_artifacts_are_written(tmp_p
     values = {tag: [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(f"train/{tag}")]
               for tag in ("energy", "learning_rate", "level", "voxels_per_second")}
     assert values["learning_rate"] == pytest.approx([cfg.optim.learning_rate] * len(per_step))
+    # Each step's energy is that step's batch loss: their mean over an epoch is the epoch's loss.
+    epoch_means = np.reshape(values["energy"], (-1, steps_per_epoch)).mean(axis=1)
+    np.testing.assert_allclose(epoch_means, summary["history"]["loss"], rtol=1e-5)
     assert values["level"] == [float(lv) for lv in plan.epoch_levels() for _ in range(steps_per_epoch)]
     assert all(v > 0 and np.isfinite(v) for v in values["energy"] + values["voxels_per_second"])
 
@@ -88,18 +109,19 @@ def test_interrupted_then_resumed_run_reaches_the_same_weights(tmp_path, ref_cac
         np.testing.assert_allclose(y, x, rtol=0, atol=1e-6)
 
 
-def test_checkpoint_from_an_incompatible_config_is_refused(tmp_path, ref_cache):
-    trainer.train(tiny_config(tmp_path / "run", ref_cache), stop_after_epochs=1)
-    other = tiny_config(tmp_path / "run", ref_cache, optim__global_batch_size=4)
-    with pytest.raises(ValueError, match=r"incompatible configuration \(differs in \['global_batch_size'\]"):
+def test_checkpoint_from_an_incompatible_config_is_refused(one_epoch_run, tmp_path, ref_cache):
+    run = copy_of(one_epoch_run, tmp_path)
+    saved = {name: (run / name).read_bytes() for name in ("config.json", "train_samples.h5")}
+    other = tiny_config(run, ref_cache, optim__global_batch_size=4)
+    with pytest.raises(ValueError, match=r"written with other settings \(--global_batch_size=2 there, 4 now\)"):
         trainer.train(other, resume=True)
+    assert saved == {name: (tmp_path / "run" / name).read_bytes() for name in saved}  # a refusal writes nothing
     with pytest.raises(ValueError, match="no checkpoint"):
         trainer.train(tiny_config(tmp_path / "empty", ref_cache), resume=True)
 
 
-def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, ref_cache):
-    cfg = tiny_config(tmp_path / "run", ref_cache)
-    trainer.train(cfg, stop_after_epochs=1)
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(one_epoch_run, tmp_path, ref_cache):
+    cfg = tiny_config(copy_of(one_epoch_run, tmp_path), ref_cache)
     path = tmp_path / "run" / checkpoint.CHECKPOINT_FILE
     before = path.read_bytes()
 
@@ -117,6 +139,87 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, ref_
         checkpoint.Checkpointer(str(tmp_path / "run"), cfg.fingerprint()).save(broken, optimizer, {"epoch": 9})
     assert path.read_bytes() == before
     assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
+
+
+def test_non_finite_validation_stops_training_before_the_checkpoint(one_epoch_run, tmp_path, ref_cache, monkeypatch):
+    # Predictions that are not finite while the training energy still is (e.g. inference-mode statistics gone bad).
+    run = copy_of(one_epoch_run, tmp_path)
+    before = (run / checkpoint.CHECKPOINT_FILE).read_bytes()
+    monkeypatch.setattr(inference, "predict", lambda model, nu, batch_size=1, progress=False:
+                        np.full(np.shape(nu), np.nan, np.float32))
+    with pytest.raises(RuntimeError, match=r"validation after epoch 1 is not finite \(eval/res16/energy_gap, "):
+        trainer.train(tiny_config(run, ref_cache), resume=True)
+    assert (run / checkpoint.CHECKPOINT_FILE).read_bytes() == before  # the last good checkpoint is kept
+
+
+def test_flags_given_on_resume_override_the_saved_config_and_no_others(one_epoch_run, tmp_path, ref_cache):
+    run = copy_of(one_epoch_run, tmp_path)
+    result = subprocess.run([sys.executable, "-m", "poisson_tf.train", f"--model_dir={run}", "--resume",
+                             "--learning_rate=5e-4"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = tiny_config(run, ref_cache)  # flags not given (--levels, --preset, --verbose ...) keep the saved values
+    assert config.TrainConfig.load(str(run)) == dataclasses.replace(
+        saved, optim=dataclasses.replace(saved.optim, learning_rate=5e-4))
+    rates = step_values(read_events(run / "logs"), "train/learning_rate")
+    assert sorted(rates) == list(range(1, 13))  # 4 steps before the resume, 8 after
+    assert [rates[s] for s in sorted(rates)] == pytest.approx([1e-3] * 4 + [5e-4] * 8)
+
+
+class WeightsAfterEachStep(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.history = [self.model.network.get_weights()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.history.append(self.model.network.get_weights())
+
+
+@pytest.fixture(scope="module")
+def warmup_run(tmp_path_factory, ref_cache):
+    """Two steps at 8^3 with a 4-step warmup of the learning rate 1e-3: the weights after each, the TensorBoard log."""
+    run = tmp_path_factory.mktemp("warmup") / "run"
+    weights = WeightsAfterEachStep()
+    trainer.train(tiny_config(run, ref_cache, cycle__cycle="8:2", data__num_train=2, optim__warmup_steps=4),
+                  extra_callbacks=[weights])
+    return weights.history, read_events(run / "logs")
+
+
+def test_warmup_ramps_the_learning_rate_linearly_then_keeps_it():
+    schedule = trainer.WarmupSchedule(1e-3, warmup_steps=4)
+    assert [float(schedule(tf.constant(step))) for step in range(6)] == pytest.approx(  # the rate of update step + 1
+        [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert float(trainer.WarmupSchedule(1e-3)(tf.constant(0))) == pytest.approx(1e-3)
+
+
+def test_visit_factors_and_cosine_decays():
+    # two visits: steps 0-3 at factor 1, steps 4-11 at factor 0.5; 12 steps in all
+    segments, total = ((0, 1.0), (4, 0.5)), 12
+    rate = lambda decay, step: float(trainer.WarmupSchedule(1e-3, 0, segments, total, decay)(tf.constant(step)))
+    assert [rate("constant", s) for s in (0, 3, 4, 11)] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
+    cosine = lambda done: 0.5 * (1 + np.cos(np.pi * done))
+    assert [rate("cosine", s) for s in (0, 3, 6, 11)] == pytest.approx(
+        [1e-3, 1e-3 * cosine(3 / 12), 5e-4 * cosine(6 / 12), 5e-4 * cosine(11 / 12)], rel=1e-5)  # float32
+    # a warm restart at the level switch: the cosine runs over each visit's own steps
+    assert [rate("cosine_per_visit", s) for s in (0, 2, 4, 8, 11)] == pytest.approx(
+        [1e-3, 1e-3 * cosine(2 / 4), 5e-4, 5e-4 * cosine(4 / 8), 5e-4 * cosine(7 / 8)], rel=1e-5)
+    steps = tf.constant([2, 8])  # vectorized, as TensorBoardLogger calls it
+    assert np.asarray(trainer.WarmupSchedule(1e-3, 0, segments, total, "cosine_per_visit")(steps)) == pytest.approx(
+        [rate("cosine_per_visit", 2), rate("cosine_per_visit", 8)])
+
+
+def max_change(a, b) -> float:
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+def test_training_applies_the_warmup(warmup_run):
+    # Adam's first update moves every weight by lr * g / (|g| + eps) ~ lr: the largest move is the first rate.
+    weights, _ = warmup_run
+    assert max_change(weights[1], weights[0]) == pytest.approx(1e-3 / 4, rel=1e-2)
+
+
+def test_tensorboard_logs_the_learning_rate_each_step_used(warmup_run):
+    _, events = warmup_run
+    rates = step_values(events, "train/learning_rate")
+    assert [rates[1], rates[2]] == pytest.approx([2.5e-4, 5e-4])
 
 
 CLI = [sys.executable, "-m", "poisson_tf.train", "--preset=tiny", "--num_train=4", "--num_val=1", "--verbose=0",
@@ -193,7 +296,9 @@ def test_single_level_baseline_trains_only_the_finest_level(tmp_path, ref_cache)
 def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, ref_cache):
     run = tmp_path / "run"
     trainer.train(tiny_config(run, ref_cache))
+    results = {name: (run / name).read_bytes() for name in ("train_summary.json", "model.keras")}
     result = subprocess.run([sys.executable, "-m", "poisson_tf.train", f"--model_dir={run}", "--resume",
                              "--verbose=0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nothing to train" in result.stdout and "poisson-tf-evaluate" in result.stdout
+    assert results == {name: (run / name).read_bytes() for name in results}  # the summary was emptied once

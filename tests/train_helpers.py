@@ -17,3 +17,14 @@ def tiny_config(model_dir, reference_cache, **overrides) -> config.TrainConfig:
         section, _, name = key.partition("__")
         sections[section] = dataclasses.replace(sections[section], **{name: value})
     return config.TrainConfig(preset="tiny", model=models.preset("tiny"), **sections)
+
+
+def config_flags(cfg: config.TrainConfig) -> list:
+    """The poisson-tf-train flags that give cfg (every field, by config.options()): a TrainConfig as a command line."""
+    values = cfg.to_dict()
+    out = [f"--preset={cfg.preset}"]
+    for option in config.options()[1:]:
+        section, _, name = option.path.partition(".")
+        value = values[section][name]
+        out.append(f"--{option.flag}={','.join(map(str, value)) if option.kind == 'tuple' else value}")
+    return out

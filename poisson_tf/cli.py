@@ -1,0 +1,84 @@
+"""What the four command lines share: one-line errors, flag checks, and whether a parallel launcher started us.
+
+Framework-free, so that a command line checks its flags and inputs before TensorFlow loads (seconds, not tens
+of seconds). Every error a user can cause ends the command with `poisson-tf-X: error: <one sentence>`, exit
+code 1 and no traceback. Under a parallel launcher a failing rank leaves with os._exit, so that no rank waits in
+a collective for it: the launcher (mpirun, horovodrun, srun --kill-on-bad-exit) then ends the others.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from absl import app, flags
+
+# Environment variables set by the launchers this package supports (horovodrun with MPI or Gloo, mpirun, srun).
+_LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+#: Errors a user can cause (bad flags or files, a full disk, a diverged run): one line, no traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
+
+
+def launched() -> bool:
+    """True when this process was started by horovodrun, mpirun or srun (or POISSON_TF_HOROVOD=1)."""
+    if os.environ.get("POISSON_TF_HOROVOD") == "1":
+        return True
+    if os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_PROCID" in os.environ:
+        return True
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+def _rank() -> int:
+    distributed = sys.modules.get("poisson_tf.distributed")  # imported (with TensorFlow) once a run is parallel
+    return distributed.rank() if distributed is not None else 0
+
+
+def describe(error: BaseException) -> str:
+    """One line for a user error: an OSError as '<file>: <reason>', a MemoryError as 'out of memory'."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        text = f"{error.filename}: {error.strerror}"
+    elif isinstance(error, MemoryError):
+        text = f"out of memory{': ' + str(error) if str(error) else ''}; use a smaller resolution or batch"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _leave(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if launched():
+        os._exit(code)  # Horovod: skip exit handlers that could wait for ranks that are still running
+    sys.exit(code)
+
+
+def run(name: str, main) -> None:
+    """app.run(main) with the package's error convention (see the module docstring).
+
+    A user error (USER_ERRORS, or a flag absl cannot parse) prints `<name>: error: <one line>` and exits 1; a
+    ValueError is printed by the chief only, since every rank reaches the same one (checks and broadcast
+    decisions). Anything else is a bug: its traceback is printed, and under a launcher the rank still leaves
+    at once.
+    """
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            print(f"{name}: error: {describe(e)} (--helpfull lists the flags)", file=sys.stderr)
+            _leave(1)
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            if _rank() == 0 or not isinstance(e, ValueError):
+                print(f"{name}: error: {describe(e)}", file=sys.stderr)
+            _leave(1)
+        except KeyboardInterrupt:
+            _leave(130)
+        except Exception:
+            traceback.print_exc()
+            _leave(1)
+
+    app.run(guarded, flags_parser=parse)
+

@@ -1,0 +1,179 @@
+"""The fault suite: real `python -m poisson_tf.train` processes stopped by a full disk, SIGKILLed at a random
+moment and inside a checkpoint write, then resumed, reach the weights of an uninterrupted run bit for bit
+(--deterministic); under `horovodrun -np 2`, a killed rank or an error on the chief alone ends every process
+within 30 s. Slow (each process loads TensorFlow); CI runs it with the rest.
+"""
+import glob
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from fault_helpers import error_lines, run_cli
+from poisson_tf import checkpoint, files
+from train_helpers import config_flags, tiny_config
+
+pytestmark = pytest.mark.slow
+TRAIN = [sys.executable, "-m", "poisson_tf.train"]
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+
+
+def flags(model_dir, refs, **overrides) -> list:
+    """The tiny deterministic run: V(16, 8, 16) with 3 epochs a visit (9 epochs of 4 steps), a checkpoint every
+    epoch."""
+    return config_flags(tiny_config(model_dir, refs, cycle__epochs_per_visit=(3,), run__deterministic=True,
+                                    run__checkpoint_seconds=0, **overrides))
+
+
+def start(args, log, env=None) -> subprocess.Popen:
+    """Starts a process whose stdout and stderr go to the file `log` (a pipe nobody reads could block it)."""
+    with open(log, "w") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, **(env or {})))
+
+
+def saved_epoch(model_dir) -> int:
+    """The epoch of model_dir's newest checkpoint (-1 before the first)."""
+    try:
+        with h5py.File(os.path.join(model_dir, checkpoint.CHECKPOINT_FILE), "r") as f:
+            return int(re.search(r'"epoch": (\d+)', f.attrs["state"]).group(1))
+    except (OSError, KeyError):  # not written yet
+        return -1
+
+
+def wait_for(condition, process, what: str, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the training ended (exit {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def stored_values(model_dir) -> dict:
+    """Every variable of the newest checkpoint and of model.keras: {name: array}."""
+    import io
+    import zipfile
+
+    out = {}
+    with h5py.File(os.path.join(model_dir, checkpoint.CHECKPOINT_FILE), "r") as f:
+        for group in ("network", "optimizer"):
+            out.update({f"checkpoint/{group}/{k}": f[group][k][()] for k in f[group]})
+    with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as f:
+            f.visititems(lambda name, item: out.__setitem__(f"model/{name}", item[()])
+                         if isinstance(item, h5py.Dataset) else None)
+    return out
+
+
+def test_killed_and_resumed_training_reaches_the_uninterrupted_weights_bit_for_bit(tmp_path):
+    rng = random.Random(13)
+    refs, run = tmp_path / "refs", tmp_path / "run"
+    uninterrupted = start(TRAIN + flags(tmp_path / "full", refs), tmp_path / "full.log")  # alongside
+
+    # A full disk at the 2nd checkpoint write: one clear error; the 1st checkpoint stays.
+    result = run_cli("train", *flags(run, refs), "--resume=auto", env={files.FAULT_VARIABLE: "checkpoint.h5:enospc:2"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(r"checkpoint\.h5: No space left on device",
+                     " ".join(error_lines(result.stderr, "poisson-tf-train"))), result.stderr[-3000:]
+    assert saved_epoch(run) == 0
+
+    # SIGKILL at a random moment of a random epoch.
+    target, delay = rng.choice([2, 3]), rng.uniform(0.0, 0.3)
+    process = start(TRAIN + flags(run, refs) + ["--resume=auto"], tmp_path / "random.log")
+    wait_for(lambda: saved_epoch(run) >= target, process, f"epoch {target} was saved")
+    time.sleep(delay)
+    process.kill()
+    process.wait()
+    killed_at = saved_epoch(run)
+    assert target <= killed_at < 8, f"killed after epoch {killed_at}"
+
+    # SIGKILL inside a checkpoint write: its temporary file is written, the rename has not happened.
+    pattern = os.path.join(run, ".checkpoint.h5.*.tmp")
+    earlier = set(glob.glob(pattern))  # the random kill may have hit a write too
+    process = start(TRAIN + flags(run, refs) + ["--resume=auto"], tmp_path / "in_write.log",
+                    env={files.FAULT_VARIABLE: "checkpoint.h5:sleep=600:1"})
+    wait_for(lambda: set(glob.glob(pattern)) - earlier, process, "a checkpoint write began")
+    process.kill()
+    process.wait()
+    assert glob.glob(pattern) and saved_epoch(run) == killed_at
+
+    # The same command once more: it resumes, removes the dead write's temporary file and finishes.
+    result = run_cli("train", *flags(run, refs), "--resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'"start_epoch": {killed_at + 1}' in result.stdout and not glob.glob(pattern)
+
+    assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "full.log").read_text()[-3000:]
+    full, resumed = stored_values(tmp_path / "full"), stored_values(run)
+    assert sorted(full) == sorted(resumed) and len(full) > 10
+    different = [name for name in full if not np.array_equal(full[name], resumed[name])]
+    assert different == [], different
+
+
+def rank_processes(launcher: subprocess.Popen) -> dict:
+    """{rank: psutil.Process} of the training processes a launcher started."""
+    import psutil
+
+    out = {}
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            rank = child.environ().get("OMPI_COMM_WORLD_RANK", child.environ().get("HOROVOD_RANK"))
+            if rank is not None and "poisson_tf.train" in " ".join(child.cmdline()):  # not mpirun itself
+                out[int(rank)] = child
+        except psutil.Error:  # gone, or not ours to read
+            pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="Horovod is not installed")
+@pytest.mark.parametrize("fault", ["SIGKILL of rank 1", "a full disk on the chief alone"])
+def test_a_failing_rank_ends_every_process_of_a_parallel_training_within_30_s(tmp_path, fault):
+    import psutil
+
+    chief_fails = fault.startswith("a full disk")
+    log = tmp_path / "horovodrun.log"
+    launcher = start([HOROVODRUN, "-np", "2", "-H", "localhost:2"] + TRAIN + flags(tmp_path / "run", tmp_path / "refs"),
+                     log, env={files.FAULT_VARIABLE: "config.json:enospc"} if chief_fails else {})
+    ranks = {}
+
+    def both_started():
+        ranks.update(rank_processes(launcher))
+        return len(ranks) == 2
+
+    wait_for(both_started, launcher, "both ranks started")
+    descendants = psutil.Process(launcher.pid).children(recursive=True)
+    try:
+        if chief_fails:  # the chief fails writing config.json, outside any collective; rank 1 goes on
+            while ranks[0].is_running() and ranks[0].status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.05)
+        else:
+            wait_for(lambda: os.path.exists(tmp_path / "run" / "config.json"), launcher, "the run started")
+            time.sleep(random.Random(7).uniform(0.0, 2.0))
+            ranks[1].send_signal(signal.SIGKILL)
+        began = time.monotonic()
+        _, alive = psutil.wait_procs(descendants, timeout=30)
+        code = launcher.wait(timeout=max(0.1, 30 - (time.monotonic() - began)))
+        took = time.monotonic() - began
+        assert not alive, f"still running 30 s after the {fault}: {alive}"
+    finally:  # whatever happened, leave nothing running
+        for process in descendants:
+            if process.is_running():
+                process.kill()
+        if launcher.poll() is None:
+            launcher.kill()
+    output = log.read_text()
+    assert code != 0
+    if chief_fails:
+        errors = re.findall(r"poisson-tf-train: error: .*", output)
+        assert "Traceback" not in output and len(errors) == 1, output[-3000:]
+        assert "config.json: No space left on device" in errors[0]
+    print(f"{fault}: every process gone {took:.1f} s later")
