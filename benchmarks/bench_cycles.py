@@ -11,6 +11,17 @@ of --num_val fixed fields, at the finest level only) runs after the first epoch 
 training time (wall time includes it). Per-level step times are recorded apart from the rest.
 The summary compares each schedule with single-level training of the same seed: the training time until it
 first reaches single's final rel_l2 (speedup = single's time / that), and its rel_l2 at single's total time.
+Timing: every (schedule, seed) is a single training run, deliberately ("repeats": 1 in the record; the seeds
+are the replicates): train_seconds is the sum of its steps' seconds, the first steps (tracing, compile) included
+("warmup": 0), as time to accuracy is what a run pays. step_seconds_times holds every step's seconds per level
+in order; median_step_seconds, per level, leaves out each level's first step ("step_warmup": 1).
+Cycles (multigrid.cycle_levels, level 0 the coarsest): V visits 2,1,0,1,2 at three levels, while W and F both
+visit 2,1,0,1,0,1,2 there: at three levels W and F are the same schedule (the same levels in the same order,
+one coarse revisit more than V), and with their equal fractions and revisit_lr_scale in SCHEDULES the same run
+(the earlier 16,32,64 records of w and f reached the same rel_l2 after the same voxels). They differ from four
+levels on (W 3,2,1,0,1,0,1,2,1,0,1,0,1,2,3; F 3,2,1,0,1,0,1,2,1,0,1,2,3), but every multigrid schedule here
+has three fractions (one per level), so this script runs them at three levels only (four raise IndexError in
+visit_steps): telling W from F needs a fourth level and a fourth fraction per schedule.
 """
 import argparse
 import json
@@ -129,7 +140,10 @@ def run(name: str, seed: int, args, val_coeffs) -> dict:
     return {"schedule": name, "seed": seed, "levels": list(plan.resolutions), "steps": plan.num_steps,
             "visits": [[v.resolution, v.epochs * plan.steps_per_epoch, v.global_batch_size, v.lr_scale]
                        for v in plan.visits], "config": cfg.to_dict(), "curve": recorder.points,
-            "median_step_seconds": steps, "train_seconds": recorder.train_seconds,
+            "median_step_seconds": steps, "step_warmup": 1,
+            "step_seconds_times": {str(n): s for n, s in recorder.step_seconds.items()},
+            "train_seconds": recorder.train_seconds, "train_seconds_times": [recorder.train_seconds],
+            "repeats": 1, "warmup": 0,
             "final_rel_l2": recorder.points[-1]["rel_l2"]}
 
 

@@ -4,12 +4,17 @@ rtol 1e-10; and the warm start (the network's prediction as CG's initial guess) 
 
 Usage: python benchmarks/bench_inference.py [--model_dir runs/demo] [--resolutions 32,64,128,256] [--samples 3]
 The solver is reference.solve's default (assembled AMG below 48^3, matrix-free GMG from 48^3). rel_l2 is against
-the 1e-10 solution; the network is timed after a warm-up call, median of --repeats.
+the 1e-10 solution.
+Timing: the network is timed after a warm-up call (tracing), --repeats calls per field: network_seconds is
+their median and network_seconds_times every call's seconds (per_sample rows; at the top level one list per
+sample, in per_sample's order, while network_seconds there is the mean of the samples' medians). Each solver
+time is a single run, deliberately ("solver_repeats": 1: a 1e-10 solve takes about a minute at 256^3): every
+resolution starts with an untimed warm-up solve of the first field to rtol 1e-2 (assembly or hierarchy set-up
+and a few CG iterations, "solver_warmup": 1), so that no timed solve is the process's first at that size.
 """
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
@@ -32,30 +37,31 @@ def main() -> None:
     coeffs = data.SampleSet.load(os.path.join(args.model_dir, "val_samples.h5")).coeffs[:args.samples]
     records = []
     for n in map(int, args.resolutions.split(",")):
+        reference.solve(fields.kl_diffusivity(coeffs[0], n), rtol=1e-2)  # the solver's warm-up, untimed
         rows = []
         for c in coeffs:
             nu = fields.kl_diffusivity(c, n)
             batch = tf.constant(nu[None, ..., None], tf.float32)
-            u = forward(batch).numpy()[0, ..., 0].astype(np.float64)  # traced (or warm)
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                forward(batch).numpy()
-                times.append(time.perf_counter() - start)
+            network = _common.timing(lambda: forward(batch).numpy(), repeats=args.repeats, warmup=1)
+            u = forward(batch).numpy()[0, ..., 0].astype(np.float64)
             u_ref, tight = reference.solve(nu, rtol=1e-10)
             norm = np.linalg.norm(u_ref)
             error = float(np.linalg.norm(u - u_ref) / norm)
             _, matched = reference.solve(nu, rtol=1e-10, stop=lambda v: np.linalg.norm(v - u_ref) <= error * norm)
             _, cold = reference.solve(nu, rtol=1e-8)
             _, warm = reference.solve(nu, rtol=1e-8, x0=u)
-            rows.append({"network_seconds": sorted(times)[len(times) // 2], "network_rel_l2": error,
+            rows.append({"network_seconds": network["median"], "network_seconds_times": network["times"],
+                         "network_rel_l2": error,
                          "solver_method": tight.method, "solver_seconds_1e10": tight.seconds,
                          "solver_iterations_1e10": tight.iterations, "solver_seconds_matched": matched.seconds,
                          "solver_iterations_matched": matched.iterations,
                          "cold_seconds_1e8": cold.seconds, "cold_iterations_1e8": cold.iterations,
                          "warm_seconds_1e8": warm.seconds, "warm_iterations_1e8": warm.iterations})
         row = {"resolution": n, "samples": len(rows), "per_sample": rows,
-               **{k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "solver_method"},
+               **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]
+                  if k not in ("solver_method", "network_seconds_times")},
+               "network_seconds_times": [r["network_seconds_times"] for r in rows],
+               "repeats": args.repeats, "warmup": 1, "solver_repeats": 1, "solver_warmup": 1,
                "solver_method": rows[0]["solver_method"]}
         row["speedup_matched"] = row["solver_seconds_matched"] / row["network_seconds"]
         row["speedup_1e10"] = row["solver_seconds_1e10"] / row["network_seconds"]

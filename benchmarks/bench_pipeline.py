@@ -1,8 +1,17 @@
 """Input pipeline samples/s per resolution next to the training step rate (the pipeline must not bottleneck).
 
-Usage: python benchmarks/bench_pipeline.py [--resolutions 16,32,64] [--preset small] [--batch 2]
+Usage: python benchmarks/bench_pipeline.py [--resolutions 16,32,64] [--preset small] [--batch 2] [--steps 10]
+                                           [--warmup 3]
 Target (issue 4): pipeline >= 5x the training rate at 64^3. The pipeline is measured uncached (nu generated
 in TensorFlow inside the parallel map), its slowest mode.
+What is timed, both in the steady state (start-up excluded, so the ratio is not inflated by it):
+  pipeline: next() on an iterator of the dataset, after --warmup untimed batches (the iterator's start-up, the
+    map's tracing); 4 x --steps batches, each timed alone (pipeline_batch_seconds_times).
+  training: one EnergyTrainer.fit of --warmup + --steps steps on the same dataset; the first --warmup steps
+    (tracing, first-step compile, the fit's dataset warm-up) are not timed, the later ones each from one step's
+    end to the next's (_common.step_clock: data, step and fit's callbacks; training_step_seconds_times).
+The rates are samples over the sum of the timed batches' (steps') seconds. (The first timed batches may come out
+of the prefetch buffer the warm-up started filling: a bias of at most its few batches in 4 x --steps.)
 """
 import argparse
 import os
@@ -18,7 +27,8 @@ def main() -> None:
     parser.add_argument("--resolutions", default="16,32,64")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps (4x as many pipeline batches)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches and training steps first (>= 1)")
     args = parser.parse_args()
     import keras
 
@@ -29,22 +39,27 @@ def main() -> None:
     for n in map(int, args.resolutions.split(",")):
         ds, _ = data.build_dataset(coeffs, n, args.batch, cache_budget_bytes=0)
         it = iter(ds)
-        next(it)
-        start = time.perf_counter()
-        for _ in range(4 * args.steps):
+        for _ in range(args.warmup):
             next(it)
-        pipeline = 4 * args.steps * args.batch / (time.perf_counter() - start)
+        batch_times = []
+        for _ in range(4 * args.steps):
+            start = time.perf_counter()
+            next(it)
+            batch_times.append(time.perf_counter() - start)
+        del it  # its prefetching stops before training starts
+        pipeline = len(batch_times) * args.batch / sum(batch_times)
 
         network = models.build_model(args.preset)
         energy_trainer = trainer.EnergyTrainer(network)
         energy_trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-        energy_trainer.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)  # trace
-        start = time.perf_counter()
-        energy_trainer.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
-        training = args.steps * args.batch / (time.perf_counter() - start)
+        clock = _common.step_clock(args.warmup)
+        energy_trainer.fit(ds, steps_per_epoch=args.warmup + args.steps, epochs=1, verbose=0, callbacks=[clock])
+        step_times = clock.times()
+        training = len(step_times) * args.batch / sum(step_times)
         records.append({"resolution": n, "preset": args.preset, "batch": args.batch,
                         "pipeline_samples_per_s": pipeline, "training_samples_per_s": training,
-                        "ratio": pipeline / training})
+                        "ratio": pipeline / training, "warmup": args.warmup,
+                        "pipeline_batch_seconds_times": batch_times, "training_step_seconds_times": step_times})
         print(f"N={n:4d}  pipeline {pipeline:9.1f} samples/s   training ({args.preset}, batch {args.batch}) "
               f"{training:7.2f} samples/s   ratio {pipeline / training:7.1f}x")
     print(_common.write("pipeline", records, vars(args)))

@@ -6,6 +6,9 @@ Usage: python benchmarks/bench_profile.py [--presets small,reference] [--resolut
 AVX-512 machine can run oneDNN's AVX2 code paths. Op times are summed over TensorFlow's compute threads
 (the step's wall time is printed beside them); forward ops are named by their layer, backward ones too
 ("bwd"), and the energy loss's ops are "loss".
+Timing: WARMUP_STEPS untimed steps (tracing, first-step compile), then --steps steps under the profiler, each
+timed alone (step_seconds_times). step_seconds is their mean (as op_ms is the mean over the same steps; the
+profiler's own overhead is in both), step_seconds_median their median.
 """
 import argparse
 import collections
@@ -14,10 +17,11 @@ import os
 import re
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
+
+WARMUP_STEPS = 2  # untimed steps before the profiler starts: the first traces and compiles
 
 
 def op_times(logdir: str) -> collections.Counter:
@@ -69,15 +73,13 @@ def main() -> None:
         def step():
             return float(train_step(nu)["loss"])  # waits for the step to finish
 
-        step()
-        step()  # traced and warm
+        for _ in range(WARMUP_STEPS):  # traced and warm
+            step()
         logdir = tempfile.mkdtemp(prefix="poisson_tf_profile_")
         tf.profiler.experimental.start(logdir)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        seconds = (time.perf_counter() - start) / args.steps
+        times = _common.timing(step, repeats=args.steps, warmup=0)["times"]  # warmed up above, unprofiled
         tf.profiler.experimental.stop()
+        seconds = sum(times) / len(times)
         totals = op_times(logdir)
         op_ms = sum(totals.values()) / args.steps
         print(f"\n{preset} N={args.resolution} batch {args.batch}: step {seconds * 1e3:.0f} ms wall, "
@@ -86,7 +88,9 @@ def main() -> None:
         for row in top[:args.top]:
             print(f"  {row['ms']:8.1f} ms  {row['ms'] / op_ms:6.1%}  {row['layer']:<22} {row['op']}")
         records.append({"preset": preset, "resolution": args.resolution, "batch": args.batch,
-                        "step_seconds": seconds, "op_ms": op_ms, "top_ops": top[:args.top]})
+                        "step_seconds": seconds, "step_seconds_times": times,
+                        "step_seconds_median": _common.median(times), "repeats": args.steps,
+                        "warmup": WARMUP_STEPS, "op_ms": op_ms, "top_ops": top[:args.top]})
     print(_common.write("profile", records, vars(args)))
 
 

@@ -7,6 +7,11 @@ Each (N, method, sample) runs in a fresh process, so its peak resident memory is
 its assembled hierarchy fits (N <= AMG_MAX_RESOLUTION: 3.6 GiB at 128^3, ~29 GiB at 256^3); GMG runs at every N,
 and where AMG ran too, records the relative difference of the two solutions. GMG records its analytic memory
 estimate (gmg.memory_estimate) next to the measured peak.
+Timing: each solve is a single run, deliberately ("repeats": 1 in the record: from 256^3 on one solve takes a
+minute or more, and the fresh process's peak memory is the point); seconds and setup_seconds are the solver's
+own (reference.SolveRecord) and seconds_times holds that one run. It follows one untimed warm-up solve of the
+same sample and method at min(N, WARMUP_RESOLUTION)^3 ("warmup": 1, "warmup_resolution"), so the timed solve
+does not pay the process's first-call costs (lazy imports, thread pools) while its peak memory stays its own.
 Targets (issue 12): 256^3 < 10 min and < 8 GiB; 512^3 < 60 min and < 20 GiB; iterations roughly independent of N
 at contrast up to 1e3; 128^3 GMG at least 2x faster than AMG at rtol 1e-10.
 """
@@ -20,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 AMG_MAX_RESOLUTION = 128
+WARMUP_RESOLUTION = 32  # the untimed solve before the timed one (or at N, if smaller): GMG's V-cycle on two
+#                        grids, AMG's set-up; its memory (< 0.1 GiB) is negligible next to the timed solve's
 SAMPLES = {  # name -> KL coefficients w in [-3, 3]^4
     "sobol0": "sobol seed 0, first point",  # the sample of the earlier AMG-only records
     "sobol1": "sobol seed 0, second point",
@@ -43,9 +50,12 @@ def child(resolution: int, method: str, sample: str, rtol: float, solution_path:
     coeffs = coefficients(sample)
     nu = fields.kl_diffusivity(coeffs, resolution)
     contrast = float(nu.max() / nu.min())
+    warmup_resolution = min(resolution, WARMUP_RESOLUTION)
+    reference.solve(fields.kl_diffusivity(coeffs, warmup_resolution), rtol=rtol, method=method)  # untimed
     u, record = reference.solve(nu, rtol=rtol, method=method)
     out = dict(record.as_dict(), sample=sample, coeffs=[float(c) for c in coeffs], contrast=contrast,
                unknowns=(resolution - 2) * resolution ** 2)
+    out.update(seconds_times=[out["seconds"]], repeats=1, warmup=1, warmup_resolution=warmup_resolution)
     if method == "amg":
         np.save(solution_path, u)
     else:

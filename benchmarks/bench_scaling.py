@@ -5,13 +5,18 @@ MPI yielding while it waits), and what the gradient allreduce costs inside the s
 Usage: python benchmarks/bench_scaling.py [--workers 1,2] [--resolution 64] [--preset small] [--gloo]
 The allreduce's cost is the step time with it minus the same step traced without it (the gradients then
 stay per-rank; only the timing is used), both measured in the same processes.
+Timing: each step function is timed --repeats times after one untimed warm-up round, a round being --steps
+steps and a barrier (so every round starts with the ranks in step); a repeat's time is its round's seconds
+per step. step_seconds is the median
+repeat with the allreduce and step_seconds_times every repeat (step_seconds_repeats, the same list, is kept
+for older readers); step_seconds_without_allreduce is that step's list of repeats (as it always was),
+step_seconds_without_allreduce_times the same list, and step_seconds_without_allreduce_median its median.
 """
 import argparse
 import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
@@ -39,25 +44,23 @@ def child(args) -> None:
     distributed.allreduce_gradients = reduce
 
     def seconds_per_step(step):
-        float(step(nu)["loss"])
-        times = []
-        for _ in range(args.repeats):
-            distributed.barrier()
-            start = time.perf_counter()
+        def round_():  # starts in step on every rank: the round before (the warm-up, at first) ended in a barrier
             for _ in range(args.steps):
                 float(step(nu)["loss"])
             distributed.barrier()
-            times.append((time.perf_counter() - start) / args.steps)
-        return times
+
+        return [t / args.steps for t in _common.timing(round_, repeats=args.repeats, warmup=1)["times"]]
 
     full, bare = seconds_per_step(with_allreduce), seconds_per_step(without_allreduce)
     if distributed.is_chief():
-        median = sorted(full)[len(full) // 2]
-        allreduce = max(0.0, median - sorted(bare)[len(bare) // 2]) if distributed.size() > 1 else 0.0
+        median = _common.median(full)
+        allreduce = max(0.0, median - _common.median(bare)) if distributed.size() > 1 else 0.0
         print(json.dumps({"workers": distributed.size(), "resolution": args.resolution, "preset": args.preset,
                           "global_batch": args.global_batch, "threads_per_worker": len(os.sched_getaffinity(0)),
-                          "step_seconds": median, "step_seconds_repeats": full,
-                          "step_seconds_without_allreduce": bare,
+                          "step_seconds": median, "step_seconds_times": full, "step_seconds_repeats": full,
+                          "step_seconds_without_allreduce": bare, "step_seconds_without_allreduce_times": bare,
+                          "step_seconds_without_allreduce_median": _common.median(bare),
+                          "repeats": args.repeats, "warmup": 1, "steps_per_repeat": args.steps,
                           "total_voxels_per_s": args.global_batch * args.resolution ** 3 / median,
                           "allreduce_seconds_in_step": allreduce, "allreduce_share": allreduce / median,
                           "gradient_megabytes": sum(v.numpy().nbytes for v in network.trainable_variables) / 1e6,

@@ -1,6 +1,8 @@
 """Smoke test of the benchmark scripts at tiny sizes: they run, write JSON lines, and render into a README.
 
-No speed or memory is asserted here (those targets live in the benchmark outputs).
+No speed or memory is asserted here (those targets live in the benchmark outputs); what is asserted is that a
+record says what it measured: every repeat's time beside the median, the repeats and warm-up counts, and the
+CPU (model and ISA class) it ran on.
 """
 import json
 import os
@@ -18,18 +20,80 @@ def run(script, *args, results):
     return result.stdout
 
 
+def records(results, name):
+    with open(results / f"{name}.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def median(times):
+    return sorted(times)[len(times) // 2]  # the benchmarks' median (_common.median)
+
+
+def assert_timed(record, field, repeats, warmup):
+    """record[field] is the median of record[field + '_times'], `repeats` positive seconds after `warmup` calls."""
+    times = record[f"{field}_times"]
+    assert len(times) == repeats and all(isinstance(t, float) and t > 0 for t in times), (field, times)
+    assert record[field] == median(times), field
+    assert record["repeats"] == repeats and record["warmup"] == warmup, field
+
+
+def assert_machine(record):
+    machine = record["machine"]
+    assert machine["cpus"] >= 1 and isinstance(machine["cpu_model"], str) and machine["cpu_model"]
+    assert machine["isa_class"] in ("avx512", "avx2", "other") and isinstance(machine["isa_flags"], list)
+
+
 def test_benchmarks_write_json_and_render(tmp_path):
     run("bench_reference.py", "--resolutions=8", results=tmp_path)
-    run("bench_energy.py", "--resolutions=8", "--batch=1", results=tmp_path)
-    run("bench_throughput.py", "--presets=tiny", "--resolutions=8", "--precisions=float32", results=tmp_path)
-    with open(tmp_path / "reference.jsonl") as f:
-        record = json.loads(f.readline())
-    assert record["resolution"] == 8 and record["relative_residual"] <= 1e-10 and record["machine"]["cpus"] >= 1
-    with open(tmp_path / "throughput.jsonl") as f:
-        assert json.loads(f.readline())["flops_per_voxel"] > 0
+    run("bench_energy.py", "--resolutions=8", "--batch=1", "--repeats=3", results=tmp_path)
+    run("bench_throughput.py", "--presets=tiny", "--resolutions=8", "--precisions=float32", "--repeats=2",
+        results=tmp_path)
+    run("bench_pipeline.py", "--resolutions=8", "--preset=tiny", "--steps=2", "--warmup=2", results=tmp_path)
+    run("bench_models.py", "--presets=tiny", "--resolutions=8", "--repeats=2", results=tmp_path)
+
+    reference = records(tmp_path, "reference")
+    assert {r["method"] for r in reference} == {"amg", "gmg"}
+    for record in reference:  # a single run, deliberately, after a warm-up solve
+        assert record["resolution"] == 8 and record["relative_residual"] <= 1e-10
+        assert record["seconds_times"] == [record["seconds"]] and record["repeats"] == 1
+        assert record["warmup"] == 1 and record["warmup_resolution"] == 8
+    for record in records(tmp_path, "energy"):
+        for name in ("energy_forward", "energy_forward_backward", "conv3d_2x2x2_1to24", "conv3d_3x3x3_16to16"):
+            assert_timed(record, f"{name}_seconds", repeats=3, warmup=1)
+    for record in records(tmp_path, "throughput"):
+        assert record["flops_per_voxel"] > 0
+        assert_timed(record, "step_seconds", repeats=2, warmup=1)
+        assert len(record["matmul_seconds_times"]) == 2 and record["matmul_seconds"] == median(
+            record["matmul_seconds_times"])
+    for record in records(tmp_path, "pipeline"):  # steady state: the warm-up batches and steps are not timed
+        assert record["warmup"] == 2 and len(record["training_step_seconds_times"]) == 2
+        assert len(record["pipeline_batch_seconds_times"]) == 8
+        assert abs(record["training_samples_per_s"] * sum(record["training_step_seconds_times"]) - 2 * 2) < 1e-6
+        assert abs(record["pipeline_samples_per_s"] * sum(record["pipeline_batch_seconds_times"]) - 8 * 2) < 1e-6
+    for record in records(tmp_path, "models"):
+        assert_timed(record, "forward_seconds", repeats=2, warmup=1)
+        assert_timed(record, "step_seconds", repeats=2, warmup=1)
+    for name in ("reference", "energy", "throughput", "pipeline", "models"):
+        for record in records(tmp_path, name):
+            assert_machine(record)
+
     readme = tmp_path / "README.rst"
     readme.write_text("Title\n\n.. results-start\nold\n.. results-end\n\nAfter\n")
     run("render_readme.py", f"--readme={readme}", results=tmp_path)
     text = readme.read_text()
     assert "old" not in text and "Reference AMG-CG solve" in text and "Training throughput" in text
+    assert "Input pipeline next to training" in text and "Step time and peak memory" in text
     assert text.endswith(".. results-end\n\nAfter\n")
+
+
+def test_timing_keeps_every_repeat_after_the_warmup():
+    sys.path.insert(0, BENCH)
+    try:
+        import _common
+    finally:
+        sys.path.remove(BENCH)
+    calls = []
+    t = _common.timing(lambda: calls.append(1), repeats=4, warmup=2)
+    assert len(calls) == 6 and len(t["times"]) == 4 and t["repeats"] == 4 and t["warmup"] == 2
+    assert t["median"] == median(t["times"]) and all(a >= 0 for a in t["times"])
+    assert isinstance(_common.timed(lambda: None, repeats=3), float)  # the median alone, as before
