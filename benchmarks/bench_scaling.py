@@ -95,6 +95,7 @@ def main() -> None:
     base = records[0]["total_voxels_per_s"]
     for r in records:
         r["speedup_over_one_process"] = r["total_voxels_per_s"] / base
+        r["bound"] = os.environ.get("POISSON_TF_BIND", "1") != "0"  # POISSON_TF_BIND=0: ranks share all cores
         print(f"{r['workers']} worker(s) x {r['threads_per_worker']} thread(s) ({r['transport']}): "
               f"{r['total_voxels_per_s']:.3e} voxels/s in total = {r['speedup_over_one_process']:.2f}x one "
               f"process; allreduce {r['allreduce_seconds_in_step'] * 1e3:.1f} ms = {r['allreduce_share']:.1%} of "

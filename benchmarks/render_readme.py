@@ -51,6 +51,20 @@ def table(title: str, command: str, header: list, records: list, cells, order=No
 def render() -> str:
     out = []
     out.append(table(
+        "Accuracy of trained models against the reference solver (poisson-tf-evaluate, mean over the fields)",
+        "python benchmarks/record_evaluation.py --report <model_dir>/eval/report.json --model <name>",
+        ["model", "trained", "N", "fields", "rel_l2", "worst", "u = 1 - x", "energy_gap", "flux_error", "s / field",
+         "train s", "job wall s", "eval peak GiB"],
+        load("evaluation", lambda r: (r["model"], r["resolution"])),
+        lambda r: [r["model"], ",".join(map(str, r["trained_resolutions"] or [])), r["resolution"]
+                   if not r["zero_shot"] else f"{r['resolution']} (zero-shot)", r["num_samples"],
+                   f"{r['rel_l2']:.2%}", f"{r['rel_l2_worst']:.2%}", f"{r['baseline_rel_l2']:.2%}",
+                   f"{r['energy_gap']:.4f}", f"{r['flux_error']:.4f}", f"{r['seconds_per_field']:.3f}",
+                   f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-",
+                   f"{r['wall_seconds']:.0f}" if r.get("wall_seconds") else "-",
+                   f"{r['eval_peak_gib']:.1f}" if r.get("eval_peak_gib") else "-"],
+        lambda r: (r["model"], r["resolution"])))
+    out.append(table(
         "Reference AMG-CG solve and matrix-free GMG-CG (rtol 1e-10)",
         "python benchmarks/bench_reference.py --resolutions 32,64,128,256,512",
         ["N", "method", "sample", "contrast", "unknowns", "iterations", "seconds", "setup s", "peak GiB", "vs AMG"],
@@ -101,10 +115,12 @@ def render() -> str:
     out.append(table(
         "Horovod ranks on one host against one process (same global batch)",
         "python benchmarks/bench_scaling.py --resolution=64 [--gloo]",
-        ["N", "workers", "threads each", "transport", "voxels/s in total", "vs one process", "allreduce ms",
-         "allreduce share"],
-        load("scaling", lambda r: (r["workers"], r["resolution"], r["transport"]), lambda r: "global_batch" in r),
+        ["N", "workers", "threads each", "transport", "ranks bound", "voxels/s in total", "vs one process",
+         "allreduce ms", "allreduce share"],
+        load("scaling", lambda r: (r["workers"], r["resolution"], r["transport"], r.get("bound", True)),
+             lambda r: "global_batch" in r),
         lambda r: [r["resolution"], r["workers"], r["threads_per_worker"], r["transport"],
+                   "yes" if r.get("bound", True) else "no (POISSON_TF_BIND=0)",
                    f"{r['total_voxels_per_s']:.2e}", f"{r['speedup_over_one_process']:.2f}x",
                    f"{r['allreduce_seconds_in_step'] * 1e3:.1f}", f"{r['allreduce_share']:.1%}"],
         lambda r: (r["resolution"], r["workers"], r["transport"])))
@@ -142,14 +158,15 @@ def render() -> str:
         "Time to accuracy: schedules against single-level training (1 process, rel_l2 at the finest level)",
         "python benchmarks/bench_cycles.py --levels 32,64,128",
         ["schedule", "levels", "seed", "steps", "train s", "final rel_l2", "single's final", "reached after s",
-         "speedup", "rel_l2 at single's time"],
+         "speedup", "rel_l2 at single's time", "run (--tag)"],
         load("cycles", lambda r: (r["schedule"], tuple(r["levels"]), r["seed"], r["settings"].get("tag", "")),
              lambda r: "schedule" in r),
         lambda r: [r["schedule"], ",".join(map(str, r["levels"])), r["seed"], r["steps"], f"{r['train_seconds']:.0f}",
                    f"{r['final_rel_l2']:.2%}", f"{r['summary'].get('target', float('nan')):.2%}",
                    f"{r['summary']['seconds_to_target']:.0f}" if r["summary"].get("seconds_to_target") else "-",
-                   speedup(r), f"{r['summary'].get('rel_l2_at_single_time', float('nan')):.2%}"],
-        lambda r: (r["levels"][-1], r["seed"], r["schedule"])))
+                   speedup(r), f"{r['summary'].get('rel_l2_at_single_time', float('nan')):.2%}",
+                   r["settings"].get("tag", "")],
+        lambda r: (r["levels"][-1], r["settings"].get("tag", ""), r["seed"], r["schedule"])))
     return "".join(out).rstrip() + "\n"
 
 

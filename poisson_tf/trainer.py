@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import keras
 import tensorflow as tf
@@ -167,7 +168,9 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
 
     summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size()}
     if start_epoch < end_epoch:
+        start = time.perf_counter()
         summary["history"] = _fit(cfg, plan, energy_trainer, train_set, start_epoch, end_epoch, cbs)
+        summary["train_seconds"] = time.perf_counter() - start  # this launch's fit, validation included
     results = validation_cb.history[-1][1] if validation_cb.history else {}  # {resolution: {metric: value}}
     summary.update(trained_resolutions=[r for _, r in cycle_cb.recorded], validation=callbacks.log_keys(results),
                    validation_by_resolution=results)
