@@ -199,13 +199,14 @@ class CycleConfig:
 
     levels: tuple = _field((16, 32, 64), "Training resolutions, coarse to fine (a cycle spec sets its own).")
     # The default is what measured best at the default's finest level, 64^3 (benchmarks/results/cycles.jsonl):
-    # single-level training, 800 steps; at 128^3 a Half-V pays off instead (flags/multigrid_128.flags).
+    # single-level training, 800 steps (50 epochs); at 128^3 a Half-V pays off instead (flags/multigrid_128.flags).
     cycle: str = _field("single", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
                                   "of every visit; a length is epochs, or steps with an 's' suffix, or millions "
                                   "of voxels with 'mv').")
-    epochs_per_visit: tuple = _field((200, 200, 800), "Length of every visit of a named cycle in --visit_unit "
-                                                      "units: one value, or one per level (coarse to fine).")
-    visit_unit: str = _field("steps", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
+    # 50 epochs of the default 64 samples in batches of 4: 800 steps at the finest level.
+    epochs_per_visit: tuple = _field((12, 12, 50), "Length of every visit of a named cycle in --visit_unit "
+                                                   "units: one value, or one per level (coarse to fine).")
+    visit_unit: str = _field("epochs", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
                                       "over the level's samples), optimizer steps, or millions of voxels.")
     num_cycles: int = _field(1, "How many times a named cycle runs.")
     batch_per_level: tuple = _field((), "Global batch of every level, coarse to fine (default: constant voxels "

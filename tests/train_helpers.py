@@ -9,7 +9,7 @@ def tiny_config(model_dir, reference_cache, **overrides) -> config.TrainConfig:
     sections = {
         "data": config.DataConfig(num_train=8, num_val=2),
         "cycle": config.CycleConfig(levels=(8, 16), cycle="v", epochs_per_visit=(1,)),
-        "optim": config.OptimConfig(global_batch_size=2, learning_rate=1e-3),
+        "optim": config.OptimConfig(global_batch_size=2, learning_rate=1e-3, lr_decay="constant"),
         "run": config.RunConfig(model_dir=str(model_dir), reference_cache=str(reference_cache), verbose=0,
                                 threads=1),
     }

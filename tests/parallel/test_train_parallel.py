@@ -80,10 +80,10 @@ def max_change(a, b) -> float:
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
-def test_workers_start_from_rank_0s_weights_and_take_one_step_of_the_scaled_learning_rate(monkeypatch):
+def test_workers_start_from_rank_0s_weights_and_take_one_step_of_the_learning_rate(monkeypatch):
     # Every worker initializes differently; after fit, all must hold rank 0's initial weights moved by one Adam
     # step. Adam's first step moves every weight by lr * g / (|g| + eps) ~ lr, so the largest move is the
-    # learning rate, here scaled by the number of workers.
+    # learning rate (the global batch is fixed, so the rate does not depend on the number of workers).
     build = models.build_model
     initial = {}
 
@@ -97,17 +97,17 @@ def test_workers_start_from_rank_0s_weights_and_take_one_step_of_the_scaled_lear
     root = shared_tmp_dir()
     base_lr = 1e-3
     cfg = tiny_config(os.path.join(root, "run"), os.path.join(root, "refs"), cycle__cycle="8:1",
-                      data__num_train=2 * size, optim__global_batch_size=2 * size, optim__learning_rate=base_lr,
-                      optim__scale_lr_by_workers=True)  # one step
+                      data__num_train=2 * size, optim__global_batch_size=2 * size,
+                      optim__learning_rate=base_lr)  # one step
     capture = Capture()
     trainer.train(cfg, extra_callbacks=[capture])
     inits = distributed.allgather_object(initial["weights"])
     assert all(not same(inits[0], other) for other in inits[1:])  # the workers really started apart
     assert all(same(end, capture.end) for end in distributed.allgather_object(capture.end))
     assert same(capture.begin, inits[0])  # rank 0's weights before the first step, on every worker
-    assert max_change(capture.end, inits[0]) == pytest.approx(size * base_lr, rel=1e-2)
+    assert max_change(capture.end, inits[0]) == pytest.approx(base_lr, rel=1e-2)
     for other in inits[1:]:
-        assert max_change(capture.end, other) > 10 * size * base_lr
+        assert max_change(capture.end, other) > 10 * base_lr
 
 
 def test_resumed_run_equals_an_uninterrupted_one_on_every_worker():
