@@ -19,6 +19,11 @@ def cpu(record: dict) -> str:
     return record.get("machine", {}).get("isa_class") or "avx512*"
 
 
+def onednn(record: dict) -> str:
+    """Whether TensorFlow's oneDNN kernels ran (records from before they said so: on, the AVX-512 default)."""
+    return "off" if record.get("machine", {}).get("onednn") is False else "on"
+
+
 def load(name: str, key, keep=lambda r: True) -> list:
     """The newest record of every (CPU class, key) of a benchmark, in file order; `keep` filters formats."""
     path = os.path.join(RESULTS, f"{name}.jsonl")
@@ -84,11 +89,12 @@ def render() -> str:
         lambda r: (r["resolution"],)))
     out.append(table(
         "Input pipeline next to training (samples/s)", "python benchmarks/bench_pipeline.py",
-        ["N", "pipeline (uncached)", "training (small, batch 2)", "ratio"],
+        ["N", "preset", "batch", "pipeline (uncached)", "training", "training step ms", "ratio"],
         load("pipeline", lambda r: (r["resolution"], r["preset"], r["batch"])),
-        lambda r: [r["resolution"], f"{r['pipeline_samples_per_s']:.0f}", f"{r['training_samples_per_s']:.1f}",
+        lambda r: [r["resolution"], r["preset"], r["batch"], f"{r['pipeline_samples_per_s']:.0f}",
+                   f"{r['training_samples_per_s']:.1f}", f"{1e3 * r['batch'] / r['training_samples_per_s']:.1f}",
                    f"{r['ratio']:.0f}x"],
-        lambda r: (r["resolution"],)))
+        lambda r: (r["batch"], r["resolution"])))
     out.append(table(
         "Step time and peak memory per preset (batch 1)", "python benchmarks/bench_models.py",
         ["preset", "params", "N", "forward s", "fwd+bwd s", "peak GiB inference", "peak GiB training"],
@@ -98,10 +104,10 @@ def render() -> str:
                    f"{r['peak_rss_gib']:.2f}"]))
     out.append(table(
         "Training throughput and efficiency (2 threads)", "python benchmarks/bench_throughput.py",
-        ["preset", "N", "batch", "precision", "voxels/s", "FLOP/voxel (fwd)", "GFLOP/s", "matmul GFLOP/s",
+        ["preset", "N", "batch", "precision", "oneDNN", "voxels/s", "FLOP/voxel (fwd)", "GFLOP/s", "matmul GFLOP/s",
          "efficiency"],
-        load("throughput", lambda r: (r["preset"], r["resolution"], r["precision"], r["batch"])),
-        lambda r: [r["preset"], r["resolution"], r["batch"], r["precision"], f"{r['voxels_per_s']:.2e}",
+        load("throughput", lambda r: (r["preset"], r["resolution"], r["precision"], r["batch"], onednn(r))),
+        lambda r: [r["preset"], r["resolution"], r["batch"], r["precision"], onednn(r), f"{r['voxels_per_s']:.2e}",
                    f"{r['flops_per_voxel']:.0f}", f"{r['achieved_flops'] / 1e9:.1f}",
                    f"{r['matmul_flops'] / 1e9:.0f}", f"{r['efficiency']:.0%}"],
         lambda r: (r["precision"], r["preset"], r["batch"], r["resolution"])))
