@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import checkpoint, config, inference, models, multigrid, trainer
+from poisson_tf import checkpoint, config, inference, models, trainer
 from train_helpers import tiny_config
 
 
