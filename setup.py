@@ -6,6 +6,8 @@ from setuptools import find_packages, setup
 
 TENSORFLOW_VERSION = "2.18.1"  # Horovod 0.28.1 builds only against TF <= 2.18 (../shared/STACK.md)
 GPU = os.environ.get("POISSON_TF_DEVICE", "cpu").lower() == "gpu"
+# poisson_tf.pretrained.FILES (not imported here: setup.py runs before the package's dependencies exist).
+PRETRAINED_FILES = ("model.keras", "config.json", "val_samples.h5", "MODEL_CARD.md", "fingerprint.json")
 
 
 def version() -> str:
@@ -20,6 +22,9 @@ setup(
     long_description=open(os.path.join(os.path.dirname(__file__), "README.rst")).read(),
     long_description_content_type="text/x-rst",
     packages=find_packages(include=["poisson_tf", "poisson_tf.*"]),
+    # The shipped solvers (poisson_tf/pretrained/<name>/, the files of poisson_tf.pretrained.FILES); MANIFEST.in
+    # puts them into the sdist too.
+    package_data={"poisson_tf.pretrained": [f"*/{name}" for name in PRETRAINED_FILES]},
     python_requires=">=3.11,<3.13",
     install_requires=[
         # The tested set. On GPU machines set POISSON_TF_DEVICE=gpu and install the `gpu` extra instead of

@@ -184,7 +184,7 @@ class DataConfig:
 
 
 # What a cycle spec ('16:4,32:2,64:1') sets itself: given beside one, these are refused (see override).
-_SPEC_SETS = ("levels", "epochs_per_visit", "visit_unit", "num_cycles")
+SPEC_SETS = ("levels", "epochs_per_visit", "visit_unit", "num_cycles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -446,7 +446,7 @@ def override(values: dict, saved: TrainConfig | None = None) -> TrainConfig:
     base = saved or TrainConfig()
     name = given.get("preset", base.preset)
     cycle = given.get("cycle.cycle", base.cycle.cycle)
-    beside = [f"--{by_path['cycle.' + f].flag}" for f in _SPEC_SETS if "cycle." + f in given]
+    beside = [f"--{by_path['cycle.' + f].flag}" for f in SPEC_SETS if "cycle." + f in given]
     if multigrid.is_spec(cycle) and beside:
         raise ValueError(f"{', '.join(beside)} cannot be given with the cycle spec {cycle!r}: the spec sets the "
                          f"levels and the epochs of every visit itself; drop {', '.join(beside)}, or use a named "

@@ -8,18 +8,35 @@ from absl import flags
 from poisson_tf import cli, config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", "runs/demo", "A model_dir written by poisson-tf-train.")
+#: Where a shipped solver's report goes by default: the working directory, since the package may be read-only.
+PRETRAINED_REPORT_DIR = "pretrained_eval"
+flags.DEFINE_string("model_dir", "runs/demo", "A model_dir written by poisson-tf-train, or pretrained[:name] (a "
+                    "solver shipped with the package).")
 flags.DEFINE_list("resolutions", [], "Resolutions to evaluate (default: the training levels and twice the finest).")
-flags.DEFINE_string("samples", "", "HDF5 sample set to evaluate (default: the model_dir's validation set).")
+flags.DEFINE_string("samples", "", "HDF5 sample set to evaluate (default: the model_dir's validation set; a shipped "
+                    "solver's held-out set).")
 flags.DEFINE_integer("num_samples", 0, "Evaluate only the first this many samples (0: all).")
 flags.DEFINE_integer("batch_size", 1, "Fields per forward pass.")
 flags.DEFINE_string("reference_cache", "", "Directory of cached reference solutions (default: the run's).")
-flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/report.json); a .png is written beside it.")
+flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/report.json, for a shipped solver "
+                    f"./{PRETRAINED_REPORT_DIR}/<name>/report.json); a .png is written beside it.")
+
+
+def default_report(model_dir: str) -> str:
+    """<model_dir>/eval/report.json, or for a shipped solver ./pretrained_eval/<name>/report.json."""
+    from poisson_tf import pretrained
+
+    if pretrained.has_fingerprint(model_dir):
+        return os.path.join(PRETRAINED_REPORT_DIR, os.path.basename(os.path.normpath(model_dir)), "report.json")
+    return os.path.join(model_dir, "eval", "report.json")
 
 
 def check_task(model_dir: str):
     """(config, resolutions, reference cache directory, report path) from the flags, each checked before any
     framework loads.
+
+    Args:
+      model_dir: the resolved model_dir (pretrained.resolve_model_dir).
 
     Raises:
       ValueError: a refused flag, or a model_dir, cache or report path that cannot serve.
@@ -40,10 +57,15 @@ def check_task(model_dir: str):
     cache = FLAGS.reference_cache or cfg.run.reference_cache
     if cache and os.path.exists(cache) and not os.path.isdir(cache):
         raise ValueError(f"--reference_cache {cache!r} is a file, not a directory")
-    path = FLAGS.report or os.path.join(model_dir, "eval", "report.json")
+    path = FLAGS.report or default_report(model_dir)
     files.check_writable(path, "--report")
     files.check_writable(os.path.splitext(path)[0] + ".png", "--report's .png")
     return cfg, resolutions, cache, path
+
+
+def samples_path(model_dir: str) -> str:
+    """--samples, or the model_dir's validation set (a shipped solver's held-out set)."""
+    return FLAGS.samples or os.path.join(model_dir, "val_samples.h5")
 
 
 def load_samples(model_dir: str, num_terms: int):
@@ -51,7 +73,7 @@ def load_samples(model_dir: str, num_terms: int):
     --num_samples; ValueError when it cannot be read or holds none."""
     from poisson_tf import data
 
-    path = FLAGS.samples or os.path.join(model_dir, "val_samples.h5")
+    path = samples_path(model_dir)
     try:
         samples = data.SampleSet.load(path, num_terms=num_terms)
     except (TypeError, AttributeError) as e:  # a file whose `coeffs` or attributes are of the wrong kind
@@ -64,19 +86,24 @@ def load_samples(model_dir: str, num_terms: int):
 
 def main(argv):
     del argv
-    cfg, resolutions, cache, path = check_task(FLAGS.model_dir)
-    samples, coeffs = load_samples(FLAGS.model_dir, cfg.data.num_terms)
+    from poisson_tf import pretrained
 
-    from poisson_tf import distributed, evaluation, inference, reference
+    model_dir = pretrained.resolve_model_dir(FLAGS.model_dir)
+    cfg, resolutions, cache, path = check_task(model_dir)
+    samples, coeffs = load_samples(model_dir, cfg.data.num_terms)
+
+    from poisson_tf import distributed, evaluation, hardware, inference, reference
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
-    model = inference.load_solver(FLAGS.model_dir)
+    model = inference.load_solver(model_dir)
     trained = cfg.plan().resolutions
     report = evaluation.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
                                  resolutions, reference.ReferenceStore(cache), FLAGS.batch_size, trained)
     examples = report.pop("examples")
-    report.update(model_dir=os.path.abspath(FLAGS.model_dir), trained_resolutions=trained, eta=samples.eta,
-                  workers=distributed.size())
+    report.update(model_dir=os.path.abspath(model_dir), trained_resolutions=trained, eta=samples.eta,
+                  workers=distributed.size(), machine=hardware.cpu_info(),
+                  samples={"path": os.path.abspath(samples_path(model_dir)),
+                           "role": samples.role, "seed": samples.seed, "num_samples": len(coeffs)})
     distributed.on_chief(_publish, report, examples, path)
 
 

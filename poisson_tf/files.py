@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from typing import Iterator
@@ -166,6 +167,13 @@ def write_text(path: str, text: str) -> str:
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
+    return path
+
+
+def copy_file(source: str, path: str) -> str:
+    """Copies source's bytes to path atomically; returns the path."""
+    with atomic_path(path, suffix=os.path.splitext(path)[1] or ".tmp") as tmp:
+        shutil.copyfile(source, tmp)
     return path
 
 

@@ -13,28 +13,34 @@ MODEL_FILE = "model.keras"
 
 
 def load_solver(model_dir: str):
-    """The trained Keras solver of a model_dir (model.keras).
+    """The trained Keras solver of a model_dir (model.keras), loaded in Keras' safe mode; a shipped solver
+    (a model_dir with a fingerprint.json) only after its fingerprint check.
 
     Raises:
-      ValueError: when model_dir does not exist, holds no trained model, or its model.keras is damaged.
+      ValueError: when model_dir does not exist, holds no trained model, its model.keras is damaged, or it
+        does not match its fingerprint.
     """
     path = check_model_dir(model_dir)
     import keras
 
-    from poisson_tf import models  # noqa: F401  (registers the custom layers)
+    from poisson_tf import models, pretrained  # noqa: F401  (models registers the custom layers)
 
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras reports a damaged archive in many ways (ValueError, OSError, KeyError, ...)
         raise ValueError(f"cannot load {path}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+    if pretrained.has_fingerprint(model_dir):
+        pretrained.verify_model(model, model_dir)
+    return model
 
 
 def check_model_dir(model_dir: str) -> str:
     """Returns model_dir's model.keras path after the checks that need no framework: the directory exists and
-    holds a model.keras that is a whole .keras archive (a zip with its config and weights).
+    holds a model.keras that is a whole .keras archive (a zip with its config and weights), and a shipped
+    solver's files match its fingerprint.json (pretrained.verify_files).
 
     Raises:
-      ValueError: naming what is missing or damaged.
+      ValueError: naming what is missing, damaged or changed.
     """
     path = os.path.join(model_dir, MODEL_FILE)
     if not os.path.isdir(model_dir):
@@ -43,6 +49,10 @@ def check_model_dir(model_dir: str) -> str:
     if not os.path.isfile(path):
         raise ValueError(f"model_dir {model_dir!r} holds no trained model ({MODEL_FILE}); train one with "
                          f"poisson-tf-train --model_dir={model_dir} (a run writes it when its cycle completes)")
+    from poisson_tf import pretrained
+
+    if pretrained.has_fingerprint(model_dir):  # first: a changed shipped file is named as such, not as damage
+        pretrained.verify_files(model_dir)
     try:
         with zipfile.ZipFile(path) as archive:
             names, damaged = set(archive.namelist()), archive.testzip()

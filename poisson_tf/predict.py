@@ -9,7 +9,8 @@ from absl import flags
 from poisson_tf import cli, config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", "runs/demo", "A model_dir written by poisson-tf-train.")
+flags.DEFINE_string("model_dir", "runs/demo", "A model_dir written by poisson-tf-train, or pretrained[:name] (a "
+                    "solver shipped with the package).")
 flags.DEFINE_string("input", None, "HDF5 file with a dataset `nu` [N,N,N] or [B,N,N,N].")
 flags.DEFINE_multi_string("coeffs", None, "KL coefficients of one field (comma separated); repeat for more.")
 flags.DEFINE_integer("resolution", 64, "Nodes per axis N for fields built from --coeffs.")
@@ -58,7 +59,7 @@ def load_fields(model_dir: str):
 
 def main(argv):
     del argv
-    from poisson_tf import files, hdf5, inference
+    from poisson_tf import files, hdf5, inference, pretrained
 
     # Every check that needs no network first, so bad input fails in a second and before any compute.
     config.require(FLAGS.batch_size >= 1, "--batch_size", FLAGS.batch_size, ">= 1 (fields per forward pass)")
@@ -69,17 +70,18 @@ def main(argv):
                                            and not os.path.isdir(FLAGS.export_savedmodel)):
             raise ValueError(f"--export_savedmodel must be a directory, got {FLAGS.export_savedmodel!r}")
         files.check_writable(os.path.join(FLAGS.export_savedmodel, "saved_model.pb"), "--export_savedmodel")
-    inference.check_model_dir(FLAGS.model_dir)
-    nu, coeffs, eta = load_fields(FLAGS.model_dir)
+    model_dir = pretrained.resolve_model_dir(FLAGS.model_dir)
+    inference.check_model_dir(model_dir)
+    nu, coeffs, eta = load_fields(model_dir)
     from poisson_tf import distributed
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
-    model = inference.load_solver(FLAGS.model_dir)
+    model = inference.load_solver(model_dir)
     u = inference.predict(model, nu, FLAGS.batch_size, progress=True).reshape(np.shape(nu))
     if not distributed.is_chief():
         return
     hdf5.write_fields(FLAGS.output, {"nu": np.asarray(nu, np.float32), "u": u}, eta=eta, coeffs=coeffs,
-                      attrs={"model_dir": FLAGS.model_dir})
+                      attrs={"model_dir": os.path.abspath(model_dir)})
     print(f"wrote {FLAGS.output} and {hdf5.xdmf_path(FLAGS.output)} ({u.shape})")
     if FLAGS.export_savedmodel:
         inference.export_savedmodel(model, FLAGS.export_savedmodel)

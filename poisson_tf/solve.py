@@ -18,8 +18,9 @@ flags.DEFINE_float("rtol", 1e-10, "Relative residual target of the preconditione
 flags.DEFINE_enum("method", "auto", list(reference.METHODS), "Preconditioner: amg (assembled, pyamg), gmg "
                   "(matrix-free geometric multigrid, up to 512^3), or auto (gmg from "
                   f"{reference.AUTO_GMG_RESOLUTION} nodes per axis on).")
-flags.DEFINE_string("warm_start", None, "A trained model_dir: its prediction is CG's initial guess; iterations and "
-                    "seconds are reported next to a solve from the zero guess at the same tolerance.")
+flags.DEFINE_string("warm_start", None, "A trained model_dir, or pretrained[:name] (a solver shipped with the "
+                    "package): its prediction is CG's initial guess; iterations and seconds are reported next to a "
+                    "solve from the zero guess at the same tolerance.")
 
 
 def load_problem(coeffs, resolution: int, eta: float, input_path: str | None):
@@ -85,17 +86,18 @@ def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None, method
 
 def main(argv):
     del argv
-    from poisson_tf import config, files, inference
+    from poisson_tf import config, files, inference, pretrained
 
     # Every check first, so that bad input fails in a second and before any solve.
     config.require(0 < FLAGS.rtol < 1, "--rtol", FLAGS.rtol, "in (0, 1)")
     files.check_writable(FLAGS.output, "--output")
     files.check_writable(hdf5.xdmf_path(FLAGS.output), "--output's .xdmf")
     nu, coeffs, eta = load_problem(FLAGS.coeffs, FLAGS.resolution, FLAGS.eta, FLAGS.input)
-    if FLAGS.warm_start:
-        inference.check_model_dir(FLAGS.warm_start)
-        inference.check_input(nu, config.TrainConfig.load(FLAGS.warm_start).model.depth)
-    u, records = solve_all(nu, FLAGS.rtol, FLAGS.warm_start, FLAGS.method)
+    warm_start = pretrained.resolve_model_dir(FLAGS.warm_start) if FLAGS.warm_start else None
+    if warm_start:
+        inference.check_model_dir(warm_start)
+        inference.check_input(nu, config.TrainConfig.load(warm_start).model.depth)
+    u, records = solve_all(nu, FLAGS.rtol, warm_start, FLAGS.method)
     hdf5.write_fields(FLAGS.output, {"nu": nu.astype(np.float32), "u": u.astype(np.float32)}, eta=eta,
                       coeffs=coeffs, attrs={"solver_records": json.dumps(records)})
     for record in records:

@@ -12,8 +12,8 @@ import time
 import keras
 import tensorflow as tf
 
-from poisson_tf import (callbacks, checkpoint, config, data, distributed, fem, files, inference, models, reference,
-                        rundir)
+from poisson_tf import (callbacks, checkpoint, config, data, distributed, fem, files, hardware, inference, models,
+                        reference, rundir)
 
 
 def energy_loss(network, nu, training):
@@ -126,7 +126,8 @@ def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int 
 
 def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None, extra_callbacks,
            overwrite: bool) -> dict:
-    """Runs (or resumes) the configured multigrid training; returns a summary (same on every worker).
+    """Runs (or resumes) the configured multigrid training; returns a summary (the same on every worker but
+    fit_seconds, the wall time of this launch's fit on this worker; machine: hardware.cpu_info()).
 
     Nothing is written before the run is known to be valid: the chief claims model_dir (rundir.claim: its lock,
     and a new run only into an empty model_dir, or one whose previous run `overwrite` removes), and a resumed
@@ -166,11 +167,12 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
     end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
     cycle_cb, validation_cb, cbs = _build_callbacks(cfg, plan, network, val_set, checkpointer, extra_callbacks)
 
-    summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size()}
+    summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size(),
+               "machine": hardware.cpu_info()}
     if start_epoch < end_epoch:
         start = time.perf_counter()
         summary["history"] = _fit(cfg, plan, energy_trainer, train_set, start_epoch, end_epoch, cbs)
-        summary["train_seconds"] = time.perf_counter() - start  # this launch's fit, validation included
+        summary["fit_seconds"] = time.perf_counter() - start  # this launch's epochs, validation included
     results = validation_cb.history[-1][1] if validation_cb.history else {}  # {resolution: {metric: value}}
     summary.update(trained_resolutions=[r for _, r in cycle_cb.recorded], validation=callbacks.log_keys(results),
                    validation_by_resolution=results)

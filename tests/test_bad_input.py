@@ -16,6 +16,7 @@ import pytest
 
 from fault_helpers import digest_tree, error_lines, flip_byte, run_cli
 from poisson_tf import checkpoint, trainer
+from poisson_tf.pretrained import ship
 from train_helpers import tiny_config
 
 COMMANDS = {"train": "poisson-tf-train", "predict": "poisson-tf-predict", "evaluate": "poisson-tf-evaluate",
@@ -88,6 +89,8 @@ CASES = [
      r"--reference_cache '.*afile' is a file"),
     ("evaluate: a model_dir without a trained model", "evaluate", ["--model_dir={w}/new_dir"],
      r"holds no trained model \(model\.keras\)"),
+    ("evaluate: a pretrained solver that is not shipped", "evaluate", ["--model_dir=pretrained:nope"],
+     r"no pretrained solver named 'nope' in .*; shipped: "),
     ("solve: nu = 1e300 (a NaN residual was reported converged)", "solve", ["--input={w}/inputs/huge.h5", OUT],
      r"nu in .* must lie within \[1e-30, 1e\+30\]"),
     ("solve: --rtol outside (0, 1)", "solve", ["--coeffs=1,0,0,0", "--rtol=0", OUT], r"--rtol must be in \(0, 1\)"),
@@ -95,6 +98,9 @@ CASES = [
     ("solve: a warm start network that cannot take the resolution", "solve", ["--coeffs=1,0,0,0", "--resolution=9",
                                                                               "--warm_start={w}/run", OUT],
      r"resolution 9 cannot pass a depth-2 U-Net"),
+    ("solve: a warm start from a shipped solver whose weights changed", "solve",
+     ["--coeffs=1,0,0,0", "--resolution=8", "--warm_start={w}/tampered", OUT],
+     r"refusing .*tampered/model\.keras: its sha256 is [0-9a-f]{64}, but .*fingerprint\.json records"),
     ("solve: an HDF5 nu of strings", "solve", ["--input={w}/inputs/strings.h5", OUT],
      r"must hold real numbers, got dtype \|S1"),
     ("solve: an HDF5 nu of the wrong shape", "solve", ["--input={w}/inputs/shape.h5", OUT],
@@ -136,6 +142,10 @@ def world(tmp_path_factory):
             path = w / "model_only" / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     (w / "locked").mkdir()
+    ship.ship(str(run), "tampered", root=str(w))
+    model = (w / "tampered" / "model.keras").read_bytes()
+    (w / "tampered" / "model.keras").write_bytes(model[:len(model) // 2] + bytes([model[len(model) // 2] ^ 0x5A])
+                                                 + model[len(model) // 2 + 1:])
     inputs = w / "inputs"
     inputs.mkdir()
     _write_nu(inputs / "ok.h5", np.ones((8, 8, 8)))
