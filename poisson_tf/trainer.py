@@ -59,19 +59,17 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         rate = tf.constant(self.base, tf.float32)
         if self.warmup_steps > 0:
             rate *= tf.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
-        if self.segments:  # (step may be a vector: TensorBoard evaluates an epoch's steps at once)
-            starts = tf.constant([first for first, _ in self.segments[1:]], tf.float32)
-            index = tf.reduce_sum(tf.cast(step[..., None] >= starts, tf.int32), axis=-1)  # the step's visit
-            rate *= tf.gather(tf.constant([factor for _, factor in self.segments], tf.float32), index)
+        firsts = [first for first, _ in self.segments] or [0]  # the first step of every visit
+        # the step's visit (step may be a vector: TensorBoard evaluates an epoch's steps at once)
+        visit = tf.reduce_sum(tf.cast(step[..., None] >= tf.constant(firsts[1:], tf.float32), tf.int32), axis=-1)
+        if self.segments:
+            rate *= tf.gather(tf.constant([factor for _, factor in self.segments], tf.float32), visit)
         if self.decay == "cosine" and self.total_steps > 0:
             done = tf.minimum(step / float(self.total_steps), 1.0)
             rate *= 0.5 * (1.0 + tf.cos(3.141592653589793 * done))
         elif self.decay == "cosine_per_visit" and self.total_steps > 0:  # a warm restart at every visit
-            bounds = [first for first, _ in self.segments[1:]] + [self.total_steps]
-            starts = tf.constant([first for first, _ in self.segments] or [0], tf.float32)
-            ends = tf.constant(bounds if self.segments else [self.total_steps], tf.float32)
-            index = tf.reduce_sum(tf.cast(step[..., None] >= starts[1:], tf.int32), axis=-1)
-            first, last = tf.gather(starts, index), tf.gather(ends, index)
+            first = tf.gather(tf.constant(firsts, tf.float32), visit)
+            last = tf.gather(tf.constant(firsts[1:] + [self.total_steps], tf.float32), visit)
             done = tf.minimum((step - first) / tf.maximum(last - first, 1.0), 1.0)
             rate *= 0.5 * (1.0 + tf.cos(3.141592653589793 * done))
         return rate
