@@ -43,7 +43,7 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
     for n in resolutions:
         rows, seconds = [], 0.0
         for sample in mine:  # every reference first: a 512^3 solve (~16 GiB) must not meet TF's memory pool
-            store.get(coeffs[sample], eta, n)
+            store.ensure(coeffs[sample], eta, n)
         for i in range(0, len(mine), batch_size):
             idx = mine[i:i + batch_size]
             nu, u_ref = store.get_many(coeffs[idx], eta, n)

@@ -314,6 +314,12 @@ class ReferenceStore:
                                              "relative_residual": record.relative_residual})
         return nu, u_ref
 
+    def ensure(self, coeffs, eta: float, resolution: int) -> None:
+        """Solves and caches the reference unless its file exists, without reading a cached one (get validates
+        it when it is used)."""
+        if not os.path.exists(self.path(coeffs, eta, resolution)):
+            self.get(coeffs, eta, resolution)
+
     def get_many(self, coeffs: np.ndarray, eta: float, resolution: int):
         """(nu, u_ref) stacked over samples, [B, N, N, N] each."""
         pairs = [self.get(c, eta, resolution) for c in np.asarray(coeffs)]

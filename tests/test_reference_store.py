@@ -17,3 +17,13 @@ def test_reference_store_solves_once_and_reuses(tmp_path, monkeypatch):
     nu2, u2 = reference.ReferenceStore(str(tmp_path)).get_many(coeffs, 0.5, 9)
     np.testing.assert_array_equal(u2, u)
     assert store.path(coeffs[0], 0.5, 9) != store.path(coeffs[0], 0.5, 17) != store.path(coeffs[0], 0.3, 9)
+
+
+def test_ensure_solves_a_missing_reference_and_leaves_a_cached_one_unread(tmp_path, monkeypatch):
+    store = reference.ReferenceStore(str(tmp_path))
+    coeffs = fields.sample_coeffs(1, seed=3)[0]
+    store.ensure(coeffs, 0.5, 9)
+    assert os.path.exists(store.path(coeffs, 0.5, 9))
+    monkeypatch.setattr(reference, "solve", lambda *a, **k: pytest.fail("solved again"))
+    monkeypatch.setattr(reference.hdf5, "read_fields", lambda *a, **k: pytest.fail("read a cached reference"))
+    store.ensure(coeffs, 0.5, 9)
