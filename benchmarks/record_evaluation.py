@@ -30,7 +30,7 @@ def records(report: dict, model: str, config: dict, summary: dict) -> list:
             "trained_resolutions": report.get("trained_resolutions"), "workers": report.get("workers"),
             "preset": config.get("preset"), "model_config": config.get("model"), "cycle": config.get("cycle"),
             "optim": config.get("optim"), "num_train": config.get("data", {}).get("num_train"),
-            "train_seconds": summary.get("fit_seconds", summary.get("train_seconds")),
+            "train_seconds": summary.get("fit_seconds"),
         })
     return out
 
