@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
 
 
@@ -97,3 +99,62 @@ def test_timing_keeps_every_repeat_after_the_warmup():
     assert len(calls) == 6 and len(t["times"]) == 4 and t["repeats"] == 4 and t["warmup"] == 2
     assert t["median"] == median(t["times"]) and all(a >= 0 for a in t["times"])
     assert isinstance(_common.timed(lambda: None, repeats=3), float)  # the median alone, as before
+
+
+def _error_analysis():
+    sys.path.insert(0, BENCH)
+    try:
+        import error_analysis
+    finally:
+        sys.path.remove(BENCH)
+    return error_analysis
+
+
+def test_error_analysis_plane_errors_and_deciles():
+    ea = _error_analysis()
+    rng = np.random.default_rng(0)
+    u_ref = rng.random((8, 8, 8)) + 0.5
+    u = u_ref + 0.01 * rng.standard_normal((8, 8, 8))
+    planes = ea.plane_errors(u, u_ref)
+    assert planes.shape == (8,)
+    # the planes' root mean square is the field's rel_l2
+    assert np.isclose(np.sqrt(np.mean(planes ** 2)), np.linalg.norm(u - u_ref) / np.linalg.norm(u_ref))
+    values = rng.random((8, 8, 8))
+    assert np.allclose(ea._decile_profile(values, np.full_like(values, 3.0)), 1.0)  # even error: 1 everywhere
+    rising = ea._decile_profile(values, values)
+    assert all(a < b for a, b in zip(rising, rising[1:])) and rising[0] < 0.2 < 1.8 < rising[-1]
+
+
+def test_error_analysis_on_the_shipped_solver(tmp_path):
+    out = run("error_analysis.py", "--model_dir", "pretrained", "--name", "shipped", "--resolution", "32",
+              "--num_samples", "3", "--reference_cache", str(tmp_path / "refs"), results=tmp_path)
+    (record,) = records(tmp_path, "error_analysis")
+    assert record["resolution"] == 32 and record["num_samples"] == 3 and len(record["per_sample"]) == 3
+    assert_machine(record)
+    rel = np.array([r["rel_l2"] for r in record["per_sample"]])
+    planes = np.array(record["plane_error"]["model"])
+    assert len(planes) == 32 and planes[0] == 0 and planes[-1] == 0  # Dirichlet planes are exact
+    assert np.isclose(np.sqrt(np.mean(planes ** 2)), np.sqrt(np.mean(rel ** 2)))
+    assert np.isclose(record["summary"]["rel_l2"], rel.mean())
+    assert all(r["rel_l2"] < r["baseline_rel_l2"] for r in record["per_sample"])
+    assert (tmp_path / "error_shipped_32.png").stat().st_size > 10_000 and "wrote" in out
+
+
+def test_bench_cycles_validates_within_an_epoch(tmp_path):
+    """Tiny levels: every record has a curve whose last point is the end of training, with every voxel counted;
+    validation at step ends gives more points than the epochs of the half-V (whose epochs are 8 steps here)."""
+    run("bench_cycles.py", "--levels", "16,32,64", "--schedules", "single,half_v_same_batch", "--seeds", "0",
+        "--steps", "48", "--global_batch", "2", "--num_train", "16", "--num_val", "2",
+        "--validate_every_seconds", "0", "--reference_cache", str(tmp_path / "refs"),
+        "--plot", str(tmp_path / "cycles.png"), results=tmp_path)
+    single, half_v = records(tmp_path, "cycles")
+    assert (single["schedule"], half_v["schedule"]) == ("single", "half_v_same_batch")
+    for r in (single, half_v):
+        assert_machine(r)
+        voxels = sum(steps * batch * n ** 3 for n, steps, batch, _ in r["visits"])
+        assert r["curve"][-1]["voxels"] == voxels and r["final_rel_l2"] == r["curve"][-1]["rel_l2"]
+        assert len(r["curve"]) == r["steps"]  # --validate_every_seconds 0: after every step
+        times = [p["train_seconds"] for p in r["curve"]]
+        assert all(a < b for a, b in zip(times, times[1:]))
+    assert half_v["summary"]["target"] == single["final_rel_l2"]
+    assert (tmp_path / "cycles.png").stat().st_size > 10_000
