@@ -6,11 +6,14 @@ Usage: python benchmarks/bench_cycles.py [--levels 32,64,128] [--schedules singl
 A schedule is a name from SCHEDULES (config overrides, as poisson-tf-train flags would give them); every one
 trains --steps optimizer steps in all (visit lengths are fractions of it), so with constant voxels per step
 (the default per-level batch) they cost about the same time. Validation (rel_l2 against cached AMG solutions
-of --num_val fixed fields, at the finest level only) runs after the first epoch that ends
---validate_every_seconds of training after the last one, and at the end; its time is excluded from the
-training time (wall time includes it). Per-level step times are recorded apart from the rest.
+of --num_val fixed fields, at the finest level only) runs after the first step (--validate_at=epoch: epoch end;
+the records before 2026-11-29 used epoch ends) that ends --validate_every_seconds of training after the last
+one, and after the last step, so an epoch of many slow steps does not hide when a target was crossed; its
+time is excluded from the training time (wall time includes it). Per-level step times are recorded apart from the rest.
 The summary compares each schedule with single-level training of the same seed: the training time until it
-first reaches single's final rel_l2 (speedup = single's time / that), and its rel_l2 at single's total time.
+first reaches single's final rel_l2 (speedup = single's time / that), the time from which on it stays at or
+below it (speedup_stay; at batch 2 the curves jump by a percent from one step to the next, so the first
+crossing is earlier the more often one validates), and its rel_l2 at single's total time.
 Timing: every (schedule, seed) is a single training run, deliberately ("repeats": 1 in the record; the seeds
 are the replicates): train_seconds is the sum of its steps' seconds, the first steps (tracing, compile) included
 ("warmup": 0), as time to accuracy is what a run pays. step_seconds_times holds every step's seconds per level
@@ -47,6 +50,9 @@ SCHEDULES = {
     "half_v_restart": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "same_batch": True,
                        "optim.lr_decay": "cosine_per_visit"},
     "half_v_restrict": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "data.coarse_nu": "restrict"},
+    # half_v_same_batch with every coarse field the 2x2x2 average of a fine training field (nested data)
+    "half_v_same_batch_restrict": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "same_batch": True,
+                                   "data.coarse_nu": "restrict"},
 }
 
 
@@ -115,13 +121,17 @@ def run(name: str, seed: int, args, val_coeffs) -> dict:
             self.train_seconds += seconds
             self.since_validation += seconds
             self.step_seconds.setdefault(self._resolution, []).append(seconds)
+            self.voxels += self.batches[self._epoch] * self._resolution ** 3
+            last = self._epoch == plan.num_epochs - 1 and batch == plan.steps_per_epoch - 1
+            if last or (args.validate_at == "step" and self.since_validation >= args.validate_every_seconds):
+                self.validate(self._epoch)
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._resolution = self.resolutions[epoch]
+            self._epoch, self._resolution = epoch, self.resolutions[epoch]
 
         def on_epoch_end(self, epoch, logs=None):
-            self.voxels += plan.steps_per_epoch * self.batches[epoch] * self.resolutions[epoch] ** 3
-            if self.since_validation >= args.validate_every_seconds or epoch == plan.num_epochs - 1:
+            if args.validate_at == "epoch" and self.since_validation >= args.validate_every_seconds \
+                    and epoch < plan.num_epochs - 1:
                 self.validate(epoch)
 
         def validate(self, epoch):
@@ -152,6 +162,14 @@ def first_time_at(curve: list, target: float, key: str = "train_seconds"):
     return next((p[key] for p in curve if p["rel_l2"] <= target), None)
 
 
+def time_staying_at(curve: list, target: float, key: str = "train_seconds"):
+    """The first `key` from which on every validated rel_l2 is <= target (None if the last one is above): with a
+    noisy curve (batch 2) the first crossing depends on how often one looks, this one much less."""
+    above = [i for i, p in enumerate(curve) if p["rel_l2"] > target]
+    start = above[-1] + 1 if above else 0
+    return curve[start][key] if start < len(curve) else None
+
+
 def rel_l2_at(curve: list, seconds: float) -> float:
     """The last validated rel_l2 at or before `seconds` of training."""
     before = [p["rel_l2"] for p in curve if p["train_seconds"] <= seconds * 1.0001]
@@ -168,12 +186,14 @@ def summarize(records: list) -> list:
                "train_seconds": r["train_seconds"]}
         if base is r:  # the baseline itself: its speedup is 1 by definition
             row.update(target=r["final_rel_l2"], seconds_to_target=r["train_seconds"], speedup=1.0,
+                       seconds_to_stay=r["train_seconds"], speedup_stay=1.0,
                        rel_l2_at_single_time=r["final_rel_l2"])
         elif base is not None:
             target = base["final_rel_l2"]
-            reached = first_time_at(r["curve"], target)
+            reached, stays = first_time_at(r["curve"], target), time_staying_at(r["curve"], target)
             row.update(target=target, seconds_to_target=reached,
                        speedup=(base["train_seconds"] / reached) if reached else None,
+                       seconds_to_stay=stays, speedup_stay=(base["train_seconds"] / stays) if stays else None,
                        rel_l2_at_single_time=rel_l2_at(r["curve"], base["train_seconds"]))
         rows.append(row)
     return rows
@@ -229,6 +249,9 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--lr_decay", default="cosine")
     parser.add_argument("--validate_every_seconds", type=float, default=60.0)
+    parser.add_argument("--validate_at", default="step", choices=("step", "epoch"),
+                        help="validate after the first step (or epoch end) that ends --validate_every_seconds of "
+                             "training after the last validation (records before 2026-11-29: epoch)")
     parser.add_argument("--reference_cache", default="")
     parser.add_argument("--plot", default="", help="PNG path (default: results/cycles_<finest>.png)")
     parser.add_argument("--tag", default="", help="a label stored with the records")
@@ -248,7 +271,10 @@ def main() -> None:
         if row.get("target") is not None:
             extra = (f"; reaches single's {row['target']:.2%} after "
                      + (f"{row['seconds_to_target']:.0f} s = {row['speedup']:.2f}x faster" if row["speedup"]
-                        else "never") + f"; at single's time {row['rel_l2_at_single_time']:.2%}")
+                        else "never")
+                     + (f", stays there from {row['seconds_to_stay']:.0f} s = {row['speedup_stay']:.2f}x"
+                        if row["speedup_stay"] else ", does not stay there")
+                     + f"; at single's time {row['rel_l2_at_single_time']:.2%}")
         print(f"{row['schedule']:>18} seed {row['seed']}: final {row['final_rel_l2']:.2%} after "
               f"{row['train_seconds']:.0f} s{extra}")
     for record, row in zip(records, rows):

@@ -158,3 +158,18 @@ def test_bench_cycles_validates_within_an_epoch(tmp_path):
         assert all(a < b for a, b in zip(times, times[1:]))
     assert half_v["summary"]["target"] == single["final_rel_l2"]
     assert (tmp_path / "cycles.png").stat().st_size > 10_000
+
+
+def test_bench_cycles_time_to_stay_below_a_target():
+    sys.path.insert(0, BENCH)
+    try:
+        import bench_cycles
+    finally:
+        sys.path.remove(BENCH)
+    curve = [{"train_seconds": t, "rel_l2": e} for t, e in ((10, 0.12), (20, 0.09), (30, 0.11), (40, 0.08),
+                                                             (50, 0.07))]
+    assert bench_cycles.first_time_at(curve, 0.1) == 20  # the first crossing
+    assert bench_cycles.time_staying_at(curve, 0.1) == 40  # below from then on
+    assert bench_cycles.time_staying_at(curve, 0.075) == 50
+    assert bench_cycles.time_staying_at(curve, 0.05) is None and bench_cycles.first_time_at(curve, 0.05) is None
+    assert bench_cycles.time_staying_at(curve, 0.2) == 10
