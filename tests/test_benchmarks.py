@@ -27,6 +27,17 @@ def records(results, name):
         return [json.loads(line) for line in f]
 
 
+def bench_module(name):
+    """A benchmark script imported as a module (its functions, without running it)."""
+    import importlib
+
+    sys.path.insert(0, BENCH)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCH)
+
+
 def median(times):
     return sorted(times)[len(times) // 2]  # the benchmarks' median (_common.median)
 
@@ -89,11 +100,7 @@ def test_benchmarks_write_json_and_render(tmp_path):
 
 
 def test_timing_keeps_every_repeat_after_the_warmup():
-    sys.path.insert(0, BENCH)
-    try:
-        import _common
-    finally:
-        sys.path.remove(BENCH)
+    _common = bench_module("_common")
     calls = []
     t = _common.timing(lambda: calls.append(1), repeats=4, warmup=2)
     assert len(calls) == 6 and len(t["times"]) == 4 and t["repeats"] == 4 and t["warmup"] == 2
@@ -101,17 +108,8 @@ def test_timing_keeps_every_repeat_after_the_warmup():
     assert isinstance(_common.timed(lambda: None, repeats=3), float)  # the median alone, as before
 
 
-def _error_analysis():
-    sys.path.insert(0, BENCH)
-    try:
-        import error_analysis
-    finally:
-        sys.path.remove(BENCH)
-    return error_analysis
-
-
 def test_error_analysis_plane_errors_and_deciles():
-    ea = _error_analysis()
+    ea = bench_module("error_analysis")
     rng = np.random.default_rng(0)
     u_ref = rng.random((8, 8, 8)) + 0.5
     u = u_ref + 0.01 * rng.standard_normal((8, 8, 8))
@@ -161,11 +159,7 @@ def test_bench_cycles_validates_within_an_epoch(tmp_path):
 
 
 def test_bench_cycles_time_to_stay_below_a_target():
-    sys.path.insert(0, BENCH)
-    try:
-        import bench_cycles
-    finally:
-        sys.path.remove(BENCH)
+    bench_cycles = bench_module("bench_cycles")
     curve = [{"train_seconds": t, "rel_l2": e} for t, e in ((10, 0.12), (20, 0.09), (30, 0.11), (40, 0.08),
                                                              (50, 0.07))]
     assert bench_cycles.first_time_at(curve, 0.1) == 20  # the first crossing
