@@ -9,7 +9,8 @@ trains --steps optimizer steps in all (visit lengths are fractions of it), so wi
 of --num_val fixed fields, at the finest level only) runs after the first step (--validate_at=epoch: epoch end;
 the records before 2026-11-29 used epoch ends) that ends --validate_every_seconds of training after the last
 one, and after the last step, so an epoch of many slow steps does not hide when a target was crossed; its
-time is excluded from the training time (wall time includes it). Per-level step times are recorded apart from the rest.
+time is excluded from the training time (wall time includes it). Per-level step times are recorded apart from
+the rest.
 The summary compares each schedule with single-level training of the same seed: the training time until it
 first reaches single's final rel_l2 (speedup = single's time / that), the time from which on it stays at or
 below it (speedup_stay; at batch 2 the curves jump by a percent from one step to the next, so the first
