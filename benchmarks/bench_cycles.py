@@ -47,7 +47,12 @@ SCHEDULES = {
     "f": {"cycle.cycle": "f", "fractions": (0.0625, 0.0625, 0.25), "cycle.revisit_lr_scale": 0.5},
     # the same Half-V with the finest level's batch at every level (coarse steps 8x, 64x cheaper)
     "half_v_same_batch": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "same_batch": True},
-    # the same, with the learning rate's cosine restarted at every visit (a warm restart at each level switch)
+    # V and F (= W at three levels) with the finest level's batch at every level, like half_v_same_batch
+    "v_same_batch": {"cycle.cycle": "v", "fractions": (0.125, 0.125, 0.25), "cycle.revisit_lr_scale": 0.5,
+                     "same_batch": True},
+    "f_same_batch": {"cycle.cycle": "f", "fractions": (0.0625, 0.0625, 0.25), "cycle.revisit_lr_scale": 0.5,
+                     "same_batch": True},
+    # half_v_same_batch with the learning rate's cosine restarted at every visit (a warm restart per level switch)
     "half_v_restart": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "same_batch": True,
                        "optim.lr_decay": "cosine_per_visit"},
     "half_v_restrict": {"cycle.cycle": "half_v", "fractions": (0.25, 0.25, 0.5), "data.coarse_nu": "restrict"},
@@ -234,6 +239,38 @@ def plot(records: list, path: str) -> str:
     return path
 
 
+# the settings a stored single-level baseline must share with this run (besides levels and seed)
+SAME_SETTINGS = ("steps", "preset", "model", "global_batch", "num_train", "num_val", "learning_rate", "lr_decay",
+                 "validate_every_seconds", "validate_at")
+
+
+def stored_singles(args, seeds: list) -> list:
+    """The single-level records of the run tagged args.baseline_tag, one per seed, checked to match this run.
+
+    Raises:
+      SystemExit: a seed without such a record, or a setting that differs (the comparison would not be fair).
+    """
+    finest = int(args.levels.split(",")[-1])
+    path = os.path.join(_common.RESULTS, "cycles.jsonl")
+    with open(path) as f:
+        stored = [json.loads(line) for line in f if line.strip()]
+    out = []
+    for seed in seeds:
+        found = [r for r in stored if r["schedule"] == "single" and r["seed"] == seed and r["levels"] == [finest]
+                 and r["settings"].get("tag") == args.baseline_tag]
+        if not found:
+            raise SystemExit(f"--baseline_tag={args.baseline_tag!r}: no single-level record of seed {seed} at "
+                             f"{finest}^3 in {path}; run the baseline (schedule single) with that --tag first")
+        record = found[-1]
+        differ = [k for k in SAME_SETTINGS if record["settings"].get(k) != vars(args).get(k)]
+        if differ:
+            raise SystemExit(f"--baseline_tag={args.baseline_tag!r}: seed {seed}'s baseline was run with other "
+                             + ", ".join(f"--{k}={record['settings'].get(k)!r} (here {vars(args).get(k)!r})"
+                                         for k in differ))
+        out.append({k: v for k, v in record.items() if k not in ("benchmark", "settings", "machine", "summary")})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--levels", default="32,64,128")
@@ -256,17 +293,22 @@ def main() -> None:
     parser.add_argument("--reference_cache", default="")
     parser.add_argument("--plot", default="", help="PNG path (default: results/cycles_<finest>.png)")
     parser.add_argument("--tag", default="", help="a label stored with the records")
+    parser.add_argument("--baseline_tag", default="",
+                        help="compare with the single-level records of an earlier run with this --tag (the same "
+                             "levels, steps, batch, samples and validation settings) instead of training them again")
     args = parser.parse_args()
     from poisson_tf import data
 
     levels = tuple(int(x) for x in args.levels.split(","))
     # The same validation fields for every schedule: a set of their own (seed 2027), not the runs' samples.
     _, val_set = data.make_sample_sets(1, args.num_val, seed=2027)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    baselines = stored_singles(args, seeds) if args.baseline_tag else []
     records = []
-    for seed in map(int, args.seeds.split(",")):
+    for seed in seeds:
         for name in args.schedules.split(","):
             records.append(run(name, seed, args, val_set.coeffs))
-    rows = summarize(records)
+    rows = summarize(baselines + records)[len(baselines):]
     for row in rows:
         extra = ""
         if row.get("target") is not None:
@@ -281,7 +323,7 @@ def main() -> None:
     for record, row in zip(records, rows):
         record["summary"] = row
     path = args.plot or os.path.join(_common.RESULTS, f"cycles_{levels[-1]}.png")
-    print(plot(records, path))
+    print(plot(baselines + records, path))
     print(_common.write("cycles", records, vars(args)))
     print(json.dumps(rows))
 

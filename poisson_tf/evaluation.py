@@ -50,8 +50,8 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
             start = time.perf_counter()
             u = np.asarray(predict_fn(nu), np.float64)
             seconds += time.perf_counter() - start
-            model_m = metrics.field_metrics(u, u_ref, nu)
-            base_m = metrics.field_metrics(linear_baseline(nu), u_ref, nu) if baseline else [{}] * len(idx)
+            model_m, base_m = (metrics.compare_fields([u, linear_baseline(nu)], u_ref, nu) if baseline
+                               else (metrics.field_metrics(u, u_ref, nu), [{}] * len(idx)))
             for j, sample in enumerate(idx):
                 rows.append(dict(sample=int(sample), **model_m[j], **{f"baseline_{k}": v for k, v in base_m[j].items()}))
             if i == 0 and distributed.is_chief():

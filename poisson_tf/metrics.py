@@ -1,6 +1,8 @@
 """Evaluation metrics of DESIGN.md section 6, per sample: rel_l2, max_abs, energy_gap, flux_error."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 METRIC_NAMES = ("rel_l2", "max_abs", "energy_gap", "flux_error")
@@ -53,24 +55,36 @@ def field_metrics(u, u_ref, nu) -> list:
       energy_gap = (J(u) - J(u_ref)) / J(u_ref) (>= 0 up to round-off: u_ref minimizes J), and
       flux_error = |F(u) - F(u_ref)| / F(u_ref) with F the reaction flux through x = 0 (F(u_ref) = 2 J(u_ref)).
     """
+    return compare_fields([u], u_ref, nu)[0]
+
+
+def compare_fields(candidates: Sequence, u_ref, nu) -> list:
+    """field_metrics of several solutions of the same fields (a model's and the u = 1 - x baseline's): the
+    operator of every nu and the reference's J and flux are computed once for all of them.
+
+    Returns:
+      one list of per-sample dicts per candidate, in order.
+    """
     from poisson_tf import gmg
 
-    u, u_ref, nu = _fields(u), _fields(u_ref), _fields(nu)
-    if not (u.shape == u_ref.shape == nu.shape) or u.ndim != 4:
-        raise ValueError(f"u {u.shape}, u_ref {u_ref.shape} and nu {nu.shape} must have one shape [B, N, N, N] "
-                         f"or [B, N, N, N, 1]")
-    out = []
-    for b in range(len(u)):
+    candidates, u_ref, nu = [_fields(u) for u in candidates], _fields(u_ref), _fields(nu)
+    for u in candidates:
+        if not (u.shape == u_ref.shape == nu.shape) or u.ndim != 4:
+            raise ValueError(f"u {u.shape}, u_ref {u_ref.shape} and nu {nu.shape} must have one shape "
+                             f"[B, N, N, N] or [B, N, N, N, 1]")
+    out = [[] for _ in candidates]
+    for b in range(len(u_ref)):
         stiffness = gmg.Stiffness(nu[b])
-        j_u, f_u = energy_and_flux(stiffness, u[b])
         j_ref, f_ref = energy_and_flux(stiffness, u_ref[b])
-        diff_norm, max_abs, ref_norm = _difference_norms(u[b], u_ref[b])
-        out.append({
-            "rel_l2": float(diff_norm / ref_norm),
-            "max_abs": max_abs,
-            "energy_gap": float((j_u - j_ref) / j_ref),
-            "flux_error": float(abs(f_u - f_ref) / abs(f_ref)),
-        })
+        for u, rows in zip(candidates, out):
+            j_u, f_u = energy_and_flux(stiffness, u[b])
+            diff_norm, max_abs, ref_norm = _difference_norms(u[b], u_ref[b])
+            rows.append({
+                "rel_l2": float(diff_norm / ref_norm),
+                "max_abs": max_abs,
+                "energy_gap": float((j_u - j_ref) / j_ref),
+                "flux_error": float(abs(f_u - f_ref) / abs(f_ref)),
+            })
     return out
 
 

@@ -144,7 +144,7 @@ def test_bench_cycles_validates_within_an_epoch(tmp_path):
     run("bench_cycles.py", "--levels", "16,32,64", "--schedules", "single,half_v_same_batch", "--seeds", "0",
         "--steps", "48", "--global_batch", "2", "--num_train", "16", "--num_val", "2",
         "--validate_every_seconds", "0", "--reference_cache", str(tmp_path / "refs"),
-        "--plot", str(tmp_path / "cycles.png"), results=tmp_path)
+        "--plot", str(tmp_path / "cycles.png"), "--tag", "base", results=tmp_path)
     single, half_v = records(tmp_path, "cycles")
     assert (single["schedule"], half_v["schedule"]) == ("single", "half_v_same_batch")
     for r in (single, half_v):
@@ -156,6 +156,21 @@ def test_bench_cycles_validates_within_an_epoch(tmp_path):
         assert all(a < b for a, b in zip(times, times[1:]))
     assert half_v["summary"]["target"] == single["final_rel_l2"]
     assert (tmp_path / "cycles.png").stat().st_size > 10_000
+
+    # a later run compares with the stored single-level record instead of training it again
+    same = ["--levels", "16,32,64", "--seeds", "0", "--global_batch", "2", "--num_train", "16", "--num_val", "2",
+            "--validate_every_seconds", "0", "--reference_cache", str(tmp_path / "refs"),
+            "--plot", str(tmp_path / "later.png"), "--baseline_tag", "base"]
+    run("bench_cycles.py", "--schedules", "v_same_batch", "--steps", "48", *same, results=tmp_path)
+    later = records(tmp_path, "cycles")[2:]
+    assert [r["schedule"] for r in later] == ["v_same_batch"]
+    assert later[0]["summary"]["target"] == single["final_rel_l2"]
+    # ... but only one run with the same settings: another --steps is refused by name, before any training
+    refused = subprocess.run([sys.executable, os.path.join(BENCH, "bench_cycles.py"), "--schedules", "v_same_batch",
+                              "--steps", "64", *same], capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, POISSON_TF_BENCH_RESULTS=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2"))
+    assert refused.returncode != 0 and "--steps=48 (here 64)" in refused.stderr
+    assert len(records(tmp_path, "cycles")) == 3
 
 
 def test_bench_cycles_time_to_stay_below_a_target():

@@ -49,6 +49,18 @@ def test_perturbed_prediction_gives_the_expected_metrics():
     assert m["flux_error"] == pytest.approx(abs(flux / (2 * reference.energy(u_ref, nu)) - 1), rel=1e-3)
 
 
+def test_compare_fields_scores_every_candidate_as_field_metrics_does():
+    nu = fields.kl_diffusivity(fields.sample_coeffs(2, seed=3), 9)
+    u_ref = np.stack([reference.solve(x)[0] for x in nu])
+    linear = evaluation.linear_baseline(nu)
+    bumped = u_ref + 0.01 * np.sin(np.pi * np.linspace(0, 1, 9))[None, :, None, None]
+    together = metrics.compare_fields([linear, bumped], u_ref, nu)
+    assert together == [metrics.field_metrics(linear, u_ref, nu), metrics.field_metrics(bumped, u_ref, nu)]
+    assert together[0][0]["rel_l2"] > together[1][0]["rel_l2"] > 0
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.compare_fields([linear, bumped[:, :-1]], u_ref, nu)
+
+
 def test_evaluate_reports_model_next_to_baseline(store):
     coeffs = fields.sample_coeffs(3, seed=3)
     oracle = lambda nu: np.stack([reference.solve(x)[0] for x in nu])  # noqa: E731
