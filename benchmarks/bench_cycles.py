@@ -2,16 +2,17 @@
 against training time and voxels, every schedule from scratch, the same validation fields and cadence for all.
 
 Usage: python benchmarks/bench_cycles.py [--levels 32,64,128] [--schedules single,half_v,v,f] [--seeds 0,1]
-          [--steps 600] [--validate_every_seconds 60] [--plot cycles_128.png]
+          [--steps 600] [--validate_every_seconds 60] [--plot cycles_128.png] [--tag T] [--baseline_tag T0]
 A schedule is a name from SCHEDULES (config overrides, as poisson-tf-train flags would give them); every one
-trains --steps optimizer steps in all (visit lengths are fractions of it), so with constant voxels per step
-(the default per-level batch) they cost about the same time. Validation (rel_l2 against cached AMG solutions
-of --num_val fixed fields, at the finest level only) runs after the first step (--validate_at=epoch: epoch end;
-the records before 2026-11-29 used epoch ends) that ends --validate_every_seconds of training after the last
-one, and after the last step, so an epoch of many slow steps does not hide when a target was crossed; its
-time is excluded from the training time (wall time includes it). Per-level step times are recorded apart from
-the rest.
-The summary compares each schedule with single-level training of the same seed: the training time until it
+trains about --steps optimizer steps in all (visit lengths are fractions of it, rounded to whole epochs: at
+300 steps V trains 288, F 352), so with constant voxels per step (the default per-level batch) they cost
+about the same time. Validation (rel_l2 against cached AMG solutions of --num_val fixed fields, at the finest
+level only) runs after the first step (--validate_at=epoch: epoch end; the records before 2026-11-29 used epoch
+ends) that ends --validate_every_seconds of training after the last one, and after the last step, so an epoch
+of many slow steps does not hide when a target was crossed; its time is excluded from the training time (wall
+time includes it). Per-level step times are recorded apart from the rest.
+The summary compares each schedule with single-level training of the same seed (trained in the same run, or
+with --baseline_tag the stored record of an earlier run with the same settings): the training time until it
 first reaches single's final rel_l2 (speedup = single's time / that), the time from which on it stays at or
 below it (speedup_stay; at batch 2 the curves jump by a percent from one step to the next, so the first
 crossing is earlier the more often one validates), and its rel_l2 at single's total time.
@@ -63,7 +64,8 @@ SCHEDULES = {
 
 
 def visit_steps(name: str, total: int, levels: tuple, block: int = 16) -> tuple:
-    """Steps of every level's visits such that the whole schedule trains `total` steps (one cycle)."""
+    """Steps of every level's visits such that the whole schedule trains about `total` steps (one cycle; whole
+    blocks of `block` steps, at least one per visit)."""
     from poisson_tf import multigrid
 
     spec = SCHEDULES[name]
@@ -239,35 +241,64 @@ def plot(records: list, path: str) -> str:
     return path
 
 
-# the settings a stored single-level baseline must share with this run (besides levels and seed)
-SAME_SETTINGS = ("steps", "preset", "model", "global_batch", "num_train", "num_val", "learning_rate", "lr_decay",
-                 "validate_every_seconds", "validate_at")
+# what a stored single-level baseline must share with this run besides its training config: how it was validated
+# (the validation fields follow from --num_val, which is in the config) and the machine that timed it
+SAME_SETTINGS = ("validate_every_seconds", "validate_at")
+SAME_MACHINE = ("cpu_model", "isa_class", "logical_cpus", "tensorflow", "onednn", "onednn_max_isa")
+
+
+def _comparable_config(config: dict) -> dict:
+    """A run's config as stored in JSON, without what does not change training (its directory, the cache)."""
+    config = json.loads(json.dumps(config))
+    for key in ("model_dir", "reference_cache"):
+        config["run"].pop(key, None)
+    return config
 
 
 def stored_singles(args, seeds: list) -> list:
-    """The single-level records of the run tagged args.baseline_tag, one per seed, checked to match this run.
+    """The single-level records of the run tagged --baseline_tag, one per seed: the newest whose training config
+    (make_config's, all but the model directory), validation settings and machine equal this run's. Time on
+    these shared machines drifts between sessions (a 128^3 step took 0.80 s one day, 1.07 s another), so a
+    stored baseline is fair only from the same session: its date is printed.
 
     Raises:
-      SystemExit: a seed without such a record, or a setting that differs (the comparison would not be fair).
+      SystemExit: a seed without such a record, naming the tags there are and the first setting that differs.
     """
     finest = int(args.levels.split(",")[-1])
     path = os.path.join(_common.RESULTS, "cycles.jsonl")
     with open(path) as f:
-        stored = [json.loads(line) for line in f if line.strip()]
+        singles = [r for r in map(json.loads, filter(str.strip, f))
+                   if r.get("schedule") == "single" and r["levels"] == [finest]]
+    here = _common.machine()
     out = []
     for seed in seeds:
-        found = [r for r in stored if r["schedule"] == "single" and r["seed"] == seed and r["levels"] == [finest]
-                 and r["settings"].get("tag") == args.baseline_tag]
-        if not found:
+        want = _comparable_config(make_config("single", args, seed, "unused").to_dict())
+        tagged = [r for r in singles if r["seed"] == seed and r["settings"].get("tag") == args.baseline_tag]
+        if not tagged:
+            tags = sorted({r["settings"].get("tag", "") for r in singles if r["seed"] == seed})
             raise SystemExit(f"--baseline_tag={args.baseline_tag!r}: no single-level record of seed {seed} at "
-                             f"{finest}^3 in {path}; run the baseline (schedule single) with that --tag first")
-        record = found[-1]
-        differ = [k for k in SAME_SETTINGS if record["settings"].get(k) != vars(args).get(k)]
-        if differ:
-            raise SystemExit(f"--baseline_tag={args.baseline_tag!r}: seed {seed}'s baseline was run with other "
-                             + ", ".join(f"--{k}={record['settings'].get(k)!r} (here {vars(args).get(k)!r})"
-                                         for k in differ))
-        out.append({k: v for k, v in record.items() if k not in ("benchmark", "settings", "machine", "summary")})
+                             f"{finest}^3 in {path}; tags with one: {tags}")
+        differences = []
+        for r in reversed(tagged):
+            got = _comparable_config(r["config"])
+            differ = ([f"config {section}.{k}={v!r} (here {want[section].get(k)!r})"
+                       for section, values in got.items() if isinstance(values, dict)
+                       for k, v in values.items() if want[section].get(k) != v]
+                      + [f"config {k}={got[k]!r} (here {want[k]!r})" for k in got
+                         if not isinstance(got[k], dict) and got[k] != want.get(k)]
+                      + [f"--{k}={r['settings'].get(k)!r} (here {vars(args)[k]!r})" for k in SAME_SETTINGS
+                         if r["settings"].get(k) != vars(args)[k]]
+                      + [f"machine {k}={r['machine'].get(k)!r} (here {here.get(k)!r})" for k in SAME_MACHINE
+                         if r["machine"].get(k) != here.get(k)])
+            if not differ:
+                print(f"single seed {seed}: the stored run of {r['machine']['date']} (tag {args.baseline_tag!r}, "
+                      f"final {r['final_rel_l2']:.2%} after {r['train_seconds']:.0f} s)")
+                out.append({k: v for k, v in r.items() if k not in ("benchmark", "settings", "machine", "summary")})
+                break
+            differences.append(differ[0])
+        else:
+            raise SystemExit(f"--baseline_tag={args.baseline_tag!r}: seed {seed}'s single-level records at "
+                             f"{finest}^3 were run otherwise: {differences[0]}")
     return out
 
 
@@ -278,9 +309,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps of every schedule in all")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--model", default="", type=lambda text: {k: (int(v) if v.isdigit() else v) for k, v in
-                                                                  (item.split("=") for item in text.split(",") if item)},
-                        help="model overrides, e.g. depth=4,base_filters=16")
+    parser.add_argument("--model", default="", type=lambda text: {
+        k: (int(v) if v.isdigit() else v) for k, v in (item.split("=") for item in text.split(",") if item)},
+        help="model overrides, e.g. depth=4,base_filters=16")
     parser.add_argument("--global_batch", type=int, default=4, help="the finest level's global batch")
     parser.add_argument("--num_train", type=int, default=64, help="the finest level's training samples")
     parser.add_argument("--num_val", type=int, default=4)
@@ -303,6 +334,9 @@ def main() -> None:
     # The same validation fields for every schedule: a set of their own (seed 2027), not the runs' samples.
     _, val_set = data.make_sample_sets(1, args.num_val, seed=2027)
     seeds = [int(x) for x in args.seeds.split(",")]
+    if args.baseline_tag and "single" in args.schedules.split(","):
+        raise SystemExit(f"--baseline_tag={args.baseline_tag!r} takes single-level training from the stored "
+                         f"records; leave 'single' out of --schedules={args.schedules!r}")
     baselines = stored_singles(args, seeds) if args.baseline_tag else []
     records = []
     for seed in seeds:

@@ -72,7 +72,7 @@ def analyse(model_dir: str, resolution: int, samples_path: str, num_samples: int
         nu, u_ref = store.get(c, samples.eta, resolution)
         u = np.asarray(inference.predict(model, nu[None]), np.float64)[0]
         base = evaluation.linear_baseline(nu[None])[0]
-        m, b = (rows[0] for rows in metrics.compare_fields([u[None], base[None]], u_ref[None], nu[None]))
+        m, b = (per_sample[0] for per_sample in metrics.compare_fields([u[None], base[None]], u_ref[None], nu[None]))
         model_parts.append(field_analysis(u, u_ref, nu))
         base_parts.append(field_analysis(base, u_ref, nu))
         rows.append({"sample": i, "coeffs": [float(x) for x in c], "contrast": float(nu.max() / nu.min()),

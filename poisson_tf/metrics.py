@@ -68,9 +68,10 @@ def compare_fields(candidates: Sequence, u_ref, nu) -> list:
     from poisson_tf import gmg
 
     candidates, u_ref, nu = [_fields(u) for u in candidates], _fields(u_ref), _fields(nu)
-    for u in candidates:
+    for i, u in enumerate(candidates):
         if not (u.shape == u_ref.shape == nu.shape) or u.ndim != 4:
-            raise ValueError(f"u {u.shape}, u_ref {u_ref.shape} and nu {nu.shape} must have one shape "
+            name = "u" if len(candidates) == 1 else f"candidate {i}"
+            raise ValueError(f"{name} {u.shape}, u_ref {u_ref.shape} and nu {nu.shape} must have one shape "
                              f"[B, N, N, N] or [B, N, N, N, 1]")
     out = [[] for _ in candidates]
     for b in range(len(u_ref)):

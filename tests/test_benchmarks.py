@@ -165,11 +165,11 @@ def test_bench_cycles_validates_within_an_epoch(tmp_path):
     later = records(tmp_path, "cycles")[2:]
     assert [r["schedule"] for r in later] == ["v_same_batch"]
     assert later[0]["summary"]["target"] == single["final_rel_l2"]
-    # ... but only one run with the same settings: another --steps is refused by name, before any training
+    # ... but only a run with the same settings: another --steps is refused by name, before any training
     refused = subprocess.run([sys.executable, os.path.join(BENCH, "bench_cycles.py"), "--schedules", "v_same_batch",
                               "--steps", "64", *same], capture_output=True, text=True, timeout=300,
                              env=dict(os.environ, POISSON_TF_BENCH_RESULTS=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2"))
-    assert refused.returncode != 0 and "--steps=48 (here 64)" in refused.stderr
+    assert refused.returncode != 0 and "epochs_per_visit=[48] (here [64])" in refused.stderr, refused.stderr
     assert len(records(tmp_path, "cycles")) == 3
 
 
