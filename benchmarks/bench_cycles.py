@@ -248,11 +248,13 @@ SAME_MACHINE = ("cpu_model", "isa_class", "logical_cpus", "tensorflow", "onednn"
 
 
 def _comparable_config(config: dict) -> dict:
-    """A run's config as stored in JSON, without what does not change training (its directory, the cache)."""
+    """A run's config as stored in JSON, flat ("section.key": value), without what does not change training
+    (its directory, the reference cache)."""
     config = json.loads(json.dumps(config))
-    for key in ("model_dir", "reference_cache"):
-        config["run"].pop(key, None)
-    return config
+    flat = {f"{section}.{k}": v for section, values in config.items() if isinstance(values, dict)
+            for k, v in values.items()}
+    flat.update((k, v) for k, v in config.items() if not isinstance(v, dict))
+    return {k: v for k, v in flat.items() if k not in ("run.model_dir", "run.reference_cache")}
 
 
 def stored_singles(args, seeds: list) -> list:
@@ -281,11 +283,7 @@ def stored_singles(args, seeds: list) -> list:
         differences = []
         for r in reversed(tagged):
             got = _comparable_config(r["config"])
-            differ = ([f"config {section}.{k}={v!r} (here {want[section].get(k)!r})"
-                       for section, values in got.items() if isinstance(values, dict)
-                       for k, v in values.items() if want[section].get(k) != v]
-                      + [f"config {k}={got[k]!r} (here {want[k]!r})" for k in got
-                         if not isinstance(got[k], dict) and got[k] != want.get(k)]
+            differ = ([f"config {k}={v!r} (here {want.get(k)!r})" for k, v in got.items() if want.get(k) != v]
                       + [f"--{k}={r['settings'].get(k)!r} (here {vars(args)[k]!r})" for k in SAME_SETTINGS
                          if r["settings"].get(k) != vars(args)[k]]
                       + [f"machine {k}={r['machine'].get(k)!r} (here {here.get(k)!r})" for k in SAME_MACHINE
@@ -326,18 +324,18 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="a label stored with the records")
     parser.add_argument("--baseline_tag", default="",
                         help="compare with the single-level records of an earlier run with this --tag (the same "
-                             "levels, steps, batch, samples and validation settings) instead of training them again")
+                             "training config, validation settings and machine) instead of training them again")
     args = parser.parse_args()
     from poisson_tf import data
 
-    levels = tuple(int(x) for x in args.levels.split(","))
-    # The same validation fields for every schedule: a set of their own (seed 2027), not the runs' samples.
-    _, val_set = data.make_sample_sets(1, args.num_val, seed=2027)
-    seeds = [int(x) for x in args.seeds.split(",")]
     if args.baseline_tag and "single" in args.schedules.split(","):
         raise SystemExit(f"--baseline_tag={args.baseline_tag!r} takes single-level training from the stored "
                          f"records; leave 'single' out of --schedules={args.schedules!r}")
+    levels = tuple(int(x) for x in args.levels.split(","))
+    seeds = [int(x) for x in args.seeds.split(",")]
     baselines = stored_singles(args, seeds) if args.baseline_tag else []
+    # The same validation fields for every schedule: a set of their own (seed 2027), not the runs' samples.
+    _, val_set = data.make_sample_sets(1, args.num_val, seed=2027)
     records = []
     for seed in seeds:
         for name in args.schedules.split(","):
