@@ -60,7 +60,7 @@ def analyse(model_dir: str, resolution: int, samples_path: str, num_samples: int
 
     model_dir = pretrained.resolve_model_dir(model_dir)
     cfg = config.TrainConfig.load(model_dir)
-    config.check_resolution(resolution, cfg.model.depth)
+    cfg.model.check_resolution(resolution)
     samples = data.SampleSet.load(samples_path or os.path.join(model_dir, "val_samples.h5"),
                                   num_terms=cfg.data.num_terms)
     coeffs = samples.coeffs[:num_samples or None]

@@ -83,6 +83,10 @@ class ModelConfig:
     log_nu_scale: float = _field(2.0, "Divisor of the centred log(nu) feature.")
     output_prior: str = _field("linear", f"The head predicts a correction to logit(1 - x) (no parameters), or "
                                          f"not: {OUTPUT_PRIORS}.")
+    working_resolution: int = _field(0, "0: the U-Net runs at the input's N (fully convolutional; N a multiple of "
+                                        "2^depth). W > 0: nu is resampled trilinearly to W nodes per axis, the "
+                                        "U-Net runs at W and u is interpolated back to N, so any N >= 2 passes at "
+                                        "one cost (for fields smooth on the scale 1/W, e.g. the KL family).")
 
     def __post_init__(self):
         def need(ok, what, value, valid):
@@ -106,11 +110,26 @@ class ModelConfig:
              f"one of {INPUT_FEATURES}")
         need(0 < self.log_nu_scale < math.inf, "log_nu_scale", self.log_nu_scale, "finite and > 0")
         need(self.output_prior in OUTPUT_PRIORS, "output_prior", self.output_prior, f"one of {OUTPUT_PRIORS}")
+        need(isinstance(self.working_resolution, int) and not isinstance(self.working_resolution, bool)
+             and (self.working_resolution == 0 or (self.working_resolution >= self.multiple
+                                                   and self.working_resolution % self.multiple == 0)),
+             "working_resolution", self.working_resolution,
+             f"0 (off) or a multiple of 2^depth = {self.multiple} ({self.multiple}, {2 * self.multiple}, ...)")
 
     @property
     def multiple(self) -> int:
         """Every resolution N must be divisible by this (2**depth)."""
         return 2 ** self.depth
+
+    @property
+    def input_depth(self) -> int:
+        """The depth whose 2**depth the input's N must be a multiple of: the U-Net's, or 0 (any N >= 2) when it
+        runs at a working resolution."""
+        return 0 if self.working_resolution else self.depth
+
+    def check_resolution(self, resolution: int) -> int:
+        """Raises ValueError unless this network takes inputs of N = resolution nodes per axis."""
+        return check_resolution(resolution, self.input_depth)
 
     def filters(self, level: int) -> int:
         return int(min(self.base_filters * self.growth ** level, self.max_filters))
@@ -148,9 +167,13 @@ def valid_resolutions(depth: int, up_to: int = 512) -> list:
 
 
 def check_resolution(resolution: int, depth: int) -> int:
-    """Raises ValueError unless resolution is a positive multiple of 2**depth."""
+    """Raises ValueError unless resolution is a multiple of 2**depth and >= 2 (depth 0: any N >= 2, a network
+    with a working resolution)."""
     step = 2 ** depth
-    if isinstance(resolution, bool) or int(resolution) != resolution or resolution < step or resolution % step:
+    if isinstance(resolution, bool) or int(resolution) != resolution or resolution < max(step, 2) or \
+            resolution % step:
+        if not depth:
+            raise ValueError(f"resolution {resolution!r}: N must be an integer number of nodes per axis >= 2")
         shown = ", ".join(map(str, valid_resolutions(depth, 8 * step)))
         raise ValueError(f"resolution {resolution!r} cannot pass a depth-{depth} U-Net: N must be a multiple "
                          f"of 2^{depth} = {step} ({shown}, ...)")
@@ -324,7 +347,7 @@ class TrainConfig:
         levels = self.cycle.level_settings(self.optim.global_batch_size, self.data.num_train)
         plan = multigrid.compile_plan(self.cycle.visits(), levels, self.cycle.revisit_lr_scale)
         for n in plan.resolutions + list(self.run.val_resolutions):
-            check_resolution(n, self.model.depth)
+            self.model.check_resolution(n)
         if self.data.coarse_nu == "restrict":
             for n in plan.resolutions:
                 ratio = plan.resolutions[-1] // n

@@ -53,7 +53,7 @@ def check_task(model_dir: str):
     except ValueError:
         raise ValueError(f"--resolutions must be integers, got {FLAGS.resolutions}") from None
     for n in resolutions:
-        config.check_resolution(n, cfg.model.depth)
+        cfg.model.check_resolution(n)
     cache = FLAGS.reference_cache or cfg.run.reference_cache
     if cache and os.path.exists(cache) and not os.path.isdir(cache):
         raise ValueError(f"--reference_cache {cache!r} is a file, not a directory")

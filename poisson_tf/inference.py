@@ -65,13 +65,14 @@ def check_model_dir(model_dir: str) -> str:
 
 
 def resolution_multiple(model) -> int:
-    """The N every input must be a multiple of (2**depth), read from the model's feature layer."""
+    """The N every input must be a multiple of (2**depth; 1 for a network with a working resolution), read from
+    the model's feature layer."""
     return int(model.get_layer("features").multiple)
 
 
 def check_input(nu: np.ndarray, depth: int) -> np.ndarray:
-    """nu [N,N,N] or [B,N,N,N], real, finite, positive and of a resolution a depth-`depth` U-Net takes;
-    returns [B,N,N,N]."""
+    """nu [N,N,N] or [B,N,N,N], real, finite, positive and of a resolution a depth-`depth` U-Net takes (depth 0:
+    any N >= 2); returns [B,N,N,N]."""
     nu = np.asarray(nu)
     if nu.ndim not in (3, 4) or len(set(nu.shape[-3:])) != 1:
         raise ValueError(f"nu must have shape [N, N, N] or [B, N, N, N], got {nu.shape}")

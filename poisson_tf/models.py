@@ -56,6 +56,48 @@ class DirichletPlanes(keras.layers.Layer):
         return fem.apply_dirichlet(u)
 
 
+def resample_axis(x, size, axis: int):
+    """Trilinear resampling's 1D factor: x's nodes at linspace(0, 1, n) along `axis` -> `size` nodes at
+    linspace(0, 1, size), by linear interpolation (n, size >= 2). The weights come from integer arithmetic, so
+    size == n is the identity and the end nodes are copied exactly."""
+    n = tf.shape(x)[axis]
+    steps = tf.range(size) * (n - 1)  # node i of the output sits at steps[i] / (size - 1) nodes of the input
+    lower = tf.minimum(steps // (size - 1), n - 2)
+    frac = tf.cast(steps - lower * (size - 1), x.dtype) / tf.cast(size - 1, x.dtype)
+    shape = [1] * len(x.shape)
+    shape[axis] = -1
+    frac = tf.reshape(frac, shape)
+    return tf.gather(x, lower, axis=axis) * (1 - frac) + tf.gather(x, lower + 1, axis=axis) * frac
+
+
+@keras.saving.register_keras_serializable(package="poisson_tf")
+class Resample3D(keras.layers.Layer):
+    """[B, N, N, N, C] nodal fields -> [B, M, M, M, C] by trilinear interpolation between the node grids
+    linspace(0, 1, N) and linspace(0, 1, M) (the same unit cube), separably per axis.
+
+    Called on one tensor, M = `size`; called on [x, like], M is like's N (`size` 0): how a network that runs at
+    a working resolution returns u at its input's resolution.
+    """
+
+    def __init__(self, size: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, inputs):
+        x, size = (inputs, self.size) if self.size else (inputs[0], tf.shape(inputs[1])[1])
+        for axis in (1, 2, 3):
+            x = resample_axis(x, size, axis)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape if self.size else input_shape[0]
+        like = (self.size,) * 3 if self.size else tuple(input_shape[1][1:4])
+        return (shape[0],) + like + (shape[-1],)
+
+    def get_config(self):
+        return dict(super().get_config(), size=self.size)
+
+
 def _upsample_taps(kernel_size: int) -> np.ndarray:
     """[2 parities, K, k] 0/1 table: tap t of a 'same' conv after 2x nearest upsampling, at fine index
     2m + p, reads coarse index m + a with a = floor((p + t) / 2); rows are a = -R..R (K = 2R + 1)."""
@@ -156,7 +198,8 @@ def _conv(cfg: ModelConfig, filters: int, strides: int = 1, transpose: bool = Fa
 
 
 def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") -> keras.Model:
-    """A fully convolutional U-Net nu -> u for every N divisible by 2**depth.
+    """A fully convolutional U-Net nu -> u for every N divisible by 2**depth (or, with a working resolution W,
+    a U-Net at W between trilinear resamplings nu -> W and u -> N, for every N >= 2).
 
     Encoder: `depth` stride-2 steps (strided conv, or conv + 2x average pooling), each followed by
     `extra_convs` same-resolution conv blocks; decoder: `depth - 1` 2x steps (transposed conv, or upsampling +
@@ -175,7 +218,10 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
     nu = keras.Input(shape=(None, None, None, 1), name="nu")
     # Features, prior, sigmoid and the Dirichlet planes stay float32 under a mixed-precision policy: only the
     # convolutions run in bfloat16/float16, and u keeps 24-bit resolution.
-    x = DiffusivityFeatures(cfg.input_features, cfg.log_nu_scale, cfg.multiple, name="features", dtype="float32")(nu)
+    x = DiffusivityFeatures(cfg.input_features, cfg.log_nu_scale, 2 ** cfg.input_depth, name="features",
+                            dtype="float32")(nu)
+    if cfg.working_resolution:
+        x = Resample3D(cfg.working_resolution, name="to_working_resolution", dtype="float32")(x)
     skips = []
     for level in range(cfg.depth):
         filters = cfg.filters(level)
@@ -202,6 +248,8 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
     if cfg.output_prior == "linear":
         x = LinearPrior(name="linear_prior", dtype="float32")(x)
     u = keras.layers.Activation("sigmoid", dtype="float32")(x)
+    if cfg.working_resolution:
+        u = Resample3D(name="to_input_resolution", dtype="float32")([u, nu])
     return keras.Model(nu, DirichletPlanes(name="dirichlet", dtype="float32")(u), name=name)
 
 
@@ -211,7 +259,8 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
     A Conv3D costs 2 k^3 C_in C_out FLOPs (multiply + add) per output voxel, a Conv3DTranspose the same per
     input voxel, an UpsampleConv3D the same per output voxel as the UpSampling3D + Conv3D it computes (the
     nominal count, not its sub-pixel form's zero taps), plus one add per output value for a bias. Every layer's size scales with N^3, so the count is
-    the same at every resolution; it is evaluated at `probe` (default 2 * 2^depth). Normalization, activation
+    the same at every resolution; it is evaluated at `probe` (default 2 * 2^depth; a network with a working
+    resolution W: at W, per voxel of the U-Net). Normalization, activation
     and the energy loss are left out (a few FLOPs per value). Training costs about 3x this (forward +
     two backward products).
     """
@@ -219,7 +268,8 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
 
     convs = [layer for layer in model.layers
              if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose, UpsampleConv3D))]
-    n = probe or 2 * model.get_layer("features").multiple
+    working = [layer.size for layer in model.layers if isinstance(layer, Resample3D) and layer.size]
+    n = probe or (working[0] if working else 2 * model.get_layer("features").multiple)
     outputs = keras.Model(model.inputs, [layer.output for layer in convs])(tf.ones([1, n, n, n, 1]))
     total = 0.0
     for layer, out in zip(convs, outputs if isinstance(outputs, (list, tuple)) else [outputs]):

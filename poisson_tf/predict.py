@@ -50,10 +50,10 @@ def load_fields(model_dir: str):
             raise ValueError(f"--coeffs gives {coeffs.shape[1]} KL coefficients per field, but the model in "
                              f"{model_dir!r} was trained on {trained.data.num_terms}-term fields; give "
                              f"{trained.data.num_terms}")
-        config.check_resolution(FLAGS.resolution, trained.model.depth)
+        trained.model.check_resolution(FLAGS.resolution)
         nu = fields.kl_diffusivity(coeffs, FLAGS.resolution, eta)
         nu, coeffs = (nu[0], coeffs[0]) if len(coeffs) == 1 else (nu, coeffs)
-    inference.check_input(nu, trained.model.depth)
+    inference.check_input(nu, trained.model.input_depth)
     return nu, coeffs, eta
 
 

@@ -138,6 +138,20 @@ def test_error_analysis_on_the_shipped_solver(tmp_path):
     assert (tmp_path / "error_shipped_32.png").stat().st_size > 10_000 and "wrote" in out
 
 
+def test_interpolation_floor_is_zero_at_the_source_and_small_above(tmp_path):
+    out = run("interpolation_floor.py", "--source", "9", "--targets", "9,17", "--num_samples", "2",
+              "--reference_cache", str(tmp_path / "refs"), results=tmp_path)
+    same, finer = records(tmp_path, "interpolation_floor")
+    assert_machine(same)
+    assert (same["target"], finer["target"], finer["num_samples"]) == (9, 17, 2)
+    assert same["rel_l2"] == 0 and same["energy_gap_worst"] == 0  # interpolating to the same nodes: identity
+    # 9 -> 17 nodes halves h: the discretizations differ, the interpolant of the coarse solution is not the fine
+    # one, and being no minimizer there its energy is higher (a positive 2J error).
+    assert 0 < finer["rel_l2"] <= finer["rel_l2_worst"] < 0.05
+    assert all(f["energy_gap"] > 0 for f in finer["per_sample"])
+    assert "9 -> 17: rel_l2" in out
+
+
 def test_bench_cycles_validates_within_an_epoch(tmp_path):
     """Tiny levels: every record has a curve whose last point is the end of training, with every voxel counted;
     validation at step ends gives more points than the epochs of the half-V (whose epochs are 8 steps here)."""

@@ -142,3 +142,49 @@ def test_depth_to_space_places_parities():
     for p, q, r in np.ndindex(2, 2, 2):
         parity = (p * 2 + q) * 2 + r
         np.testing.assert_array_equal(y[0, p, 2 + q, r], x.numpy()[0, 0, 1, 0, parity * 3:(parity + 1) * 3])
+
+
+def test_resampling_reproduces_trilinear_fields_exactly():
+    # Trilinear interpolation is exact for a + bx + cy + dz + exy (multilinear) fields, in both directions; the
+    # same size is the identity and the end planes are copied.
+    def field(n):
+        t = np.linspace(0.0, 1.0, n)
+        x, y, z = np.meshgrid(t, t, t, indexing="ij")
+        return (0.3 + 2 * x - y + 0.5 * z + 1.5 * x * y * z)[None, ..., None].astype(np.float32)
+
+    for n, m in [(17, 40), (40, 17), (32, 32), (2, 9)]:
+        out = models.Resample3D(m)(tf.constant(field(n))).numpy()
+        np.testing.assert_allclose(out, field(m), rtol=0, atol=2e-6)
+    same = field(32)
+    assert np.array_equal(models.Resample3D(32)(tf.constant(same)).numpy(), same)
+    like = models.Resample3D()([tf.constant(field(9)), tf.ones([1, 21, 21, 21, 1])])
+    np.testing.assert_allclose(like.numpy(), field(21), rtol=0, atol=2e-6)
+
+
+def test_a_working_resolution_runs_the_unet_there_for_any_input_resolution():
+    tiny = models.preset("tiny")
+    keras.utils.set_random_seed(0)
+    plain = models.build_model(tiny)
+    working = models.build_model(dataclasses.replace(tiny, working_resolution=16))
+    working.set_weights(plain.get_weights())  # the resamplings carry no weights
+    nu = nu_batch(16, batch=2)
+    np.testing.assert_allclose(working(nu).numpy(), plain(nu).numpy(), rtol=0, atol=1e-6)  # at W: the U-Net
+    for n in (7, 20, 33):  # any N, not only multiples of 2^depth
+        u = working(nu_batch(n)).numpy()
+        assert u.shape == (1, n, n, n, 1)
+        assert np.all(u[:, 0] == 1.0) and np.all(u[:, -1] == 0.0)  # exact Dirichlet planes at N
+    # Through a .keras archive in safe mode, and the one flag of poisson-tf-train/ModelConfig.
+    assert models.ModelConfig(depth=3, working_resolution=24).check_resolution(5) == 5
+    with pytest.raises(ValueError, match=r"working_resolution must be 0 \(off\) or a multiple of 2\^depth = 8"):
+        models.ModelConfig(depth=3, working_resolution=20)
+    with pytest.raises(ValueError, match="resolution 1: N must be an integer number of nodes per axis >= 2"):
+        models.ModelConfig(depth=3, working_resolution=24).check_resolution(1)
+
+
+def test_a_working_resolution_survives_save_and_safe_load(tmp_path):
+    model = models.build_model(dataclasses.replace(models.preset("tiny"), working_resolution=8))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    nu = nu_batch(13, seed=2)
+    np.testing.assert_allclose(loaded(nu).numpy(), model(nu).numpy(), atol=1e-6)

@@ -154,7 +154,7 @@ def verify_files(directory: str) -> None:
 
 def verify_model(model, directory: str) -> None:
     """Checks a loaded network against the architecture in directory's fingerprint.json: its parameter count
-    and the resolution multiple (2**depth) its feature layer enforces.
+    and the resolution multiple its feature layer enforces (2**depth; 1 with a working resolution).
 
     Raises:
       ValueError: naming model.keras and what differs.
@@ -162,7 +162,8 @@ def verify_model(model, directory: str) -> None:
     arch = read_fingerprint(directory)["architecture"]
     actual = {"num_params": int(model.count_params()),
               "resolution multiple": inference.resolution_multiple(model)}
-    expected = {"num_params": arch["num_params"], "resolution multiple": 2 ** arch["model"]["depth"]}
+    expected = {"num_params": arch["num_params"],
+                "resolution multiple": 1 if arch["model"].get("working_resolution") else 2 ** arch["model"]["depth"]}
     differ = _differences(expected, actual)
     if differ:
         raise ValueError(f"refusing {os.path.join(directory, inference.MODEL_FILE)}: the network it holds is not "
@@ -178,7 +179,8 @@ def has_fingerprint(model_dir: str) -> bool:
 def load_pretrained(name: str = DEFAULT_NAME):
     """The shipped Keras solver `name`, after its fingerprint check (loaded in Keras' safe mode, not compiled).
 
-    u = model(nu[..., None]) for nu [B, N, N, N] with N a multiple of 2**depth; or inference.predict(model, nu).
+    u = model(nu[..., None]) for nu [B, N, N, N] with N a resolution it takes (config.json's model section); or
+    inference.predict(model, nu).
 
     Raises:
       ValueError: no such solver (the message lists the shipped ones), or weights, configuration or

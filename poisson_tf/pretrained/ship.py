@@ -243,8 +243,15 @@ def model_card(directory: str, summary: dict | None = None, report: dict | None 
         f"- nu = exp(sum_i w_i lambda_i^(3/2) phi_i(x) phi_i(y) phi_i(z)), eta = {d.eta}, {d.num_terms} KL terms, "
         f"w in [-{fields.DEFAULT_COEFF_BOUND:g}, {fields.DEFAULT_COEFF_BOUND:g}]^{d.num_terms} ({d.sampling} "
         "sampling).",
-        f"- Trained at N = {', '.join(map(str, plan.resolutions))} nodes per axis; it takes any N that is a multiple "
-        f"of {m.multiple} (2^{m.depth}); above N = {plan.resolutions[-1]} it predicts zero-shot.",
+        (f"- Trained at N = {', '.join(map(str, plan.resolutions))} nodes per axis; it takes any N that is a "
+         f"multiple of {m.multiple} (2^{m.depth}); above N = {plan.resolutions[-1]} it predicts zero-shot."
+         if not m.working_resolution else
+         f"- The U-Net runs at N = {m.working_resolution} nodes per axis whatever the input's N: nu is resampled "
+         f"trilinearly to {m.working_resolution}^3 and u interpolated back, so it takes any N >= 2 at the cost of "
+         f"one {m.working_resolution}^3 pass plus the interpolation (trained at N = "
+         f"{', '.join(map(str, plan.resolutions))}). This suits fields smooth on the scale 1/{m.working_resolution}, as "
+         f"the KL family's are; the interpolation's share of the error is the difference between the rows N = "
+         f"{m.working_resolution} and finer N of the evaluation below."),
         "- Other diffusivities (another eta, more terms, coefficients outside the box, fields of another kind) "
         "are accepted but carry no accuracy claim. For a solution with a guaranteed tolerance use the network "
         f"as the initial guess of the reference CG: `poisson-tf-solve --warm_start=pretrained:{name}`.", "",
