@@ -1,7 +1,8 @@
 """The error a working resolution adds by itself: reference solutions at N = --source interpolated (trilinearly,
-by models.Resample3D, as a network with --working_resolution does) to each of --targets, against the
-reference solutions there. A network running at the source resolution cannot be closer to the finer reference
-than its own error plus this floor.
+by models.Resample3D, as a network with --working_resolution interpolates its exact-plane output) to each of
+--targets, against the reference solutions there. By the triangle inequality a network running at the source
+resolution is at most its own error plus this floor from the finer reference; measured, the two combine
+closer to their root sum of squares.
 
 Usage: python benchmarks/interpolation_floor.py [--model_dir pretrained] [--source 32] [--targets 64,128]
           [--num_samples 0] [--reference_cache DIR]

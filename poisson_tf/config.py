@@ -61,10 +61,12 @@ class ModelConfig:
     """Architecture of the encoder-decoder (see models.build_model).
 
     The network has `depth` stride-2 levels: level l has width min(base_filters * growth**l, max_filters)
-    (growth applies after the first level). N must be divisible by 2**depth.
+    (growth applies after the first level). N must be divisible by 2**depth, unless the network runs at a
+    working resolution (then any N >= 2).
     """
 
-    depth: int = _field(3, "Stride-2 levels of the U-Net (N must be divisible by 2^depth).")
+    depth: int = _field(3, "Stride-2 levels of the U-Net (N must be divisible by 2^depth, without a "
+                                 "working resolution).")
     base_filters: int = _field(16, "Width of the first level.")
     growth: float = _field(2.0, "Width factor from one level to the next.")
     max_filters: int = _field(128, "Width cap of the deepest levels.")

@@ -70,6 +70,14 @@ def resolution_multiple(model) -> int:
     return int(model.get_layer("features").multiple)
 
 
+def working_resolution(model) -> int:
+    """The N the model's U-Net runs at whatever the input's (its to_working_resolution layer), or 0."""
+    try:
+        return int(model.get_layer("to_working_resolution").size)
+    except ValueError:  # no such layer: fully convolutional
+        return 0
+
+
 def check_input(nu: np.ndarray, depth: int) -> np.ndarray:
     """nu [N,N,N] or [B,N,N,N], real, finite, positive and of a resolution a depth-`depth` U-Net takes (depth 0:
     any N >= 2); returns [B,N,N,N]."""

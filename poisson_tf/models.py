@@ -25,7 +25,7 @@ class DiffusivityFeatures(keras.layers.Layer):
 
     def call(self, nu):
         n = nu.shape[1]
-        if n is not None and n % self.multiple:
+        if n is not None and (n % self.multiple or n < 2):
             check_resolution(n, self.multiple.bit_length() - 1)
         if self.mode == "nu":
             return nu
@@ -248,7 +248,8 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
     if cfg.output_prior == "linear":
         x = LinearPrior(name="linear_prior", dtype="float32")(x)
     u = keras.layers.Activation("sigmoid", dtype="float32")(x)
-    if cfg.working_resolution:
+    if cfg.working_resolution:  # exact planes at W too: they enter the interpolation next to the planes at N
+        u = DirichletPlanes(name="dirichlet_working", dtype="float32")(u)
         u = Resample3D(name="to_input_resolution", dtype="float32")([u, nu])
     return keras.Model(nu, DirichletPlanes(name="dirichlet", dtype="float32")(u), name=name)
 
@@ -259,8 +260,8 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
     A Conv3D costs 2 k^3 C_in C_out FLOPs (multiply + add) per output voxel, a Conv3DTranspose the same per
     input voxel, an UpsampleConv3D the same per output voxel as the UpSampling3D + Conv3D it computes (the
     nominal count, not its sub-pixel form's zero taps), plus one add per output value for a bias. Every layer's size scales with N^3, so the count is
-    the same at every resolution; it is evaluated at `probe` (default 2 * 2^depth; a network with a working
-    resolution W: at W, per voxel of the U-Net). Normalization, activation
+    the same at every resolution; it is evaluated at `probe` (default 2 * 2^depth). A network with a working
+    resolution W runs its convolutions at W whatever the input: its count is per voxel at W (probe unused). Normalization, activation
     and the energy loss are left out (a few FLOPs per value). Training costs about 3x this (forward +
     two backward products).
     """
@@ -269,7 +270,7 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
     convs = [layer for layer in model.layers
              if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose, UpsampleConv3D))]
     working = [layer.size for layer in model.layers if isinstance(layer, Resample3D) and layer.size]
-    n = probe or (working[0] if working else 2 * model.get_layer("features").multiple)
+    n = working[0] if working else probe or 2 * model.get_layer("features").multiple
     outputs = keras.Model(model.inputs, [layer.output for layer in convs])(tf.ones([1, n, n, n, 1]))
     total = 0.0
     for layer, out in zip(convs, outputs if isinstance(outputs, (list, tuple)) else [outputs]):

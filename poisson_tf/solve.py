@@ -96,7 +96,7 @@ def main(argv):
     warm_start = pretrained.resolve_model_dir(FLAGS.warm_start) if FLAGS.warm_start else None
     if warm_start:
         inference.check_model_dir(warm_start)
-        inference.check_input(nu, config.TrainConfig.load(warm_start).model.depth)
+        inference.check_input(nu, config.TrainConfig.load(warm_start).model.input_depth)
     u, records = solve_all(nu, FLAGS.rtol, warm_start, FLAGS.method)
     hdf5.write_fields(FLAGS.output, {"nu": nu.astype(np.float32), "u": u.astype(np.float32)}, eta=eta,
                       coeffs=coeffs, attrs={"solver_records": json.dumps(records)})

@@ -152,7 +152,7 @@ def test_resampling_reproduces_trilinear_fields_exactly():
         x, y, z = np.meshgrid(t, t, t, indexing="ij")
         return (0.3 + 2 * x - y + 0.5 * z + 1.5 * x * y * z)[None, ..., None].astype(np.float32)
 
-    for n, m in [(17, 40), (40, 17), (32, 32), (2, 9)]:
+    for n, m in [(17, 40), (40, 17), (32, 32), (2, 9), (9, 2)]:
         out = models.Resample3D(m)(tf.constant(field(n))).numpy()
         np.testing.assert_allclose(out, field(m), rtol=0, atol=2e-6)
     same = field(32)
@@ -170,15 +170,32 @@ def test_a_working_resolution_runs_the_unet_there_for_any_input_resolution():
     nu = nu_batch(16, batch=2)
     np.testing.assert_allclose(working(nu).numpy(), plain(nu).numpy(), rtol=0, atol=1e-6)  # at W: the U-Net
     for n in (7, 20, 33):  # any N, not only multiples of 2^depth
-        u = working(nu_batch(n)).numpy()
-        assert u.shape == (1, n, n, n, 1)
-        assert np.all(u[:, 0] == 1.0) and np.all(u[:, -1] == 0.0)  # exact Dirichlet planes at N
-    # Through a .keras archive in safe mode, and the one flag of poisson-tf-train/ModelConfig.
+        assert working(nu_batch(n)).shape == (1, n, n, n, 1)
+    # With the head's weights zero the U-Net predicts 1 - x at W with exact planes there, and the interpolation
+    # reproduces 1 - x at every N: planes left at the prior's clipped 1 - 1e-4 and 1e-4 at W would show
+    # next to the faces.
+    head = working.get_layer("head")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    for n in (7, 20, 33):
+        x = np.linspace(0.0, 1.0, n)
+        u = working(nu_batch(n, batch=2)).numpy()
+        np.testing.assert_allclose(u, np.broadcast_to((1 - x)[None, :, None, None, None], u.shape), rtol=0, atol=1e-6)
     assert models.ModelConfig(depth=3, working_resolution=24).check_resolution(5) == 5
     with pytest.raises(ValueError, match=r"working_resolution must be 0 \(off\) or a multiple of 2\^depth = 8"):
         models.ModelConfig(depth=3, working_resolution=20)
     with pytest.raises(ValueError, match="resolution 1: N must be an integer number of nodes per axis >= 2"):
         models.ModelConfig(depth=3, working_resolution=24).check_resolution(1)
+
+
+def test_a_working_resolution_under_mixed_precision_keeps_float32_fields():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.build_model(dataclasses.replace(models.preset("tiny"), working_resolution=8))
+        u = model(nu_batch(11)).numpy()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert u.dtype == np.float32 and u.shape == (1, 11, 11, 11, 1) and np.all(np.isfinite(u))
+    assert np.all(u[:, 0] == 1.0) and np.all(u[:, -1] == 0.0)
 
 
 def test_a_working_resolution_survives_save_and_safe_load(tmp_path):

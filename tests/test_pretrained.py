@@ -190,9 +190,13 @@ def test_refuses_weights_of_another_architecture_even_when_their_sha256_was_reco
         inference.load_solver(str(copy_of_default))  # ... but the network is not the recorded architecture
 
 
-def test_refuses_the_same_weights_without_the_recorded_working_resolution(copy_of_default):
+@pytest.mark.parametrize("working, differs", [
+    (0, r"resolution multiple is 32, the fingerprint records 1; working resolution is 0, the fingerprint records 32"),
+    (64, r"working resolution is 64, the fingerprint records 32"),
+])
+def test_refuses_the_same_weights_at_another_working_resolution(copy_of_default, working, differs):
     cfg = config.TrainConfig.load(str(copy_of_default))
-    other = models.build_model(dataclasses.replace(cfg.model, working_resolution=0))  # same weights, other input
+    other = models.build_model(dataclasses.replace(cfg.model, working_resolution=working))  # same weights
     other.set_weights(keras.saving.load_model(str(copy_of_default / "model.keras"), compile=False).get_weights())
     other.save(str(copy_of_default / "model.keras"))
     path = copy_of_default / "fingerprint.json"
@@ -200,7 +204,7 @@ def test_refuses_the_same_weights_without_the_recorded_working_resolution(copy_o
     recorded["sha256"]["model.keras"] = pretrained.file_sha256(str(copy_of_default / "model.keras"))
     path.write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match=r"refusing .*model\.keras: the network it holds is not the architecture "
-                                         r".*\(resolution multiple is 32, the fingerprint records 1"):
+                                         rf".*\({differs}\)"):
         inference.load_solver(str(copy_of_default))
 
 
@@ -241,7 +245,8 @@ def test_evaluate_cli_defaults_to_the_held_out_set_and_a_report_in_the_working_d
 
 
 def test_solve_cli_warm_starts_from_the_shipped_solver(tmp_path):
-    result = run_cli("solve", "--coeffs=1,-2,1.5,0.5", "--resolution=32", "--warm_start=pretrained",
+    # N = 40: the shipped solver's working resolution lets it warm-start any N, not only multiples of 2^depth.
+    result = run_cli("solve", "--coeffs=1,-2,1.5,0.5", "--resolution=40", "--warm_start=pretrained",
                      f"--output={tmp_path / 's.h5'}")
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout.splitlines()[0])

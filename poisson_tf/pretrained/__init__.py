@@ -154,16 +154,19 @@ def verify_files(directory: str) -> None:
 
 def verify_model(model, directory: str) -> None:
     """Checks a loaded network against the architecture in directory's fingerprint.json: its parameter count
-    and the resolution multiple its feature layer enforces (2**depth; 1 with a working resolution).
+    the resolution multiple its feature layer enforces (2**depth; 1 with a working resolution) and the working
+    resolution its U-Net runs at (0: the input's).
 
     Raises:
       ValueError: naming model.keras and what differs.
     """
     arch = read_fingerprint(directory)["architecture"]
+    working = arch["model"].get("working_resolution", 0)
     actual = {"num_params": int(model.count_params()),
-              "resolution multiple": inference.resolution_multiple(model)}
-    expected = {"num_params": arch["num_params"],
-                "resolution multiple": 1 if arch["model"].get("working_resolution") else 2 ** arch["model"]["depth"]}
+              "resolution multiple": inference.resolution_multiple(model),
+              "working resolution": inference.working_resolution(model)}
+    expected = {"num_params": arch["num_params"], "resolution multiple": 1 if working else 2 ** arch["model"]["depth"],
+                "working resolution": working}
     differ = _differences(expected, actual)
     if differ:
         raise ValueError(f"refusing {os.path.join(directory, inference.MODEL_FILE)}: the network it holds is not "

@@ -250,8 +250,8 @@ def model_card(directory: str, summary: dict | None = None, report: dict | None 
          f"trilinearly to {m.working_resolution}^3 and u interpolated back, so it takes any N >= 2 at the cost of "
          f"one {m.working_resolution}^3 pass plus the interpolation (trained at N = "
          f"{', '.join(map(str, plan.resolutions))}). This suits fields smooth on the scale 1/{m.working_resolution}, as "
-         f"the KL family's are; the interpolation's share of the error is the difference between the rows N = "
-         f"{m.working_resolution} and finer N of the evaluation below."),
+         f"the KL family's are; the rows N > {m.working_resolution} of the evaluation below hold "
+         f"the network's error and the interpolation's together."),
         "- Other diffusivities (another eta, more terms, coefficients outside the box, fields of another kind) "
         "are accepted but carry no accuracy claim. For a solution with a guaranteed tolerance use the network "
         f"as the initial guess of the reference CG: `poisson-tf-solve --warm_start=pretrained:{name}`.", "",
