@@ -1,7 +1,7 @@
 """Input pipeline samples/s per resolution next to the training step rate (the pipeline must not bottleneck).
 
 Usage: python benchmarks/bench_pipeline.py [--resolutions 16,32,64] [--preset small] [--batch 2] [--steps 10]
-                                           [--warmup 3]
+                                           [--warmup 3] [--steps_per_execution 1]
 Target (issue 4): pipeline >= 5x the training rate at 64^3. The pipeline is measured uncached (nu generated
 in TensorFlow inside the parallel map), its slowest mode.
 What is timed, both in the steady state (start-up excluded, so the ratio is not inflated by it):
@@ -10,6 +10,8 @@ What is timed, both in the steady state (start-up excluded, so the ratio is not 
   training: one EnergyTrainer.fit of --warmup + --steps steps on the same dataset; the first --warmup steps
     (tracing, first-step compile, the fit's dataset warm-up) are not timed, the later ones each from one step's
     end to the next's (_common.step_clock: data, step and fit's callbacks; training_step_seconds_times).
+    With --steps_per_execution k (Keras runs k steps per call; poisson-tf-train's flag of that name) the clock
+    sees every k-th step's end: each timed interval of k steps is recorded as k equal step times.
 The rates are samples over the sum of the timed batches' (steps') seconds. (The first timed batches may come out
 of the prefetch buffer the warm-up started filling: a bias of at most its few batches in 4 x --steps.)
 """
@@ -29,11 +31,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps (4x as many pipeline batches)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches and training steps first (>= 1)")
+    parser.add_argument("--steps_per_execution", type=int, default=1,
+                        help="training steps per call (must divide --warmup and --steps)")
     args = parser.parse_args()
     import keras
 
     from poisson_tf import data, models, trainer
 
+    k = args.steps_per_execution
+    if k < 1 or args.warmup % k or args.steps % k:
+        raise SystemExit(f"--steps_per_execution={k} must be >= 1 and divide --warmup ({args.warmup}) and --steps "
+                         f"({args.steps})")
     records = []
     coeffs = data.make_sample_sets(64, 1)[0].coeffs
     for n in map(int, args.resolutions.split(",")):
@@ -51,14 +59,14 @@ def main() -> None:
 
         network = models.build_model(args.preset)
         energy_trainer = trainer.EnergyTrainer(network)
-        energy_trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-        clock = _common.step_clock(args.warmup)
+        energy_trainer.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=k)
+        clock = _common.step_clock(args.warmup // k)
         energy_trainer.fit(ds, steps_per_epoch=args.warmup + args.steps, epochs=1, verbose=0, callbacks=[clock])
-        step_times = clock.times()
+        step_times = [t / k for t in clock.times() for _ in range(k)]
         training = len(step_times) * args.batch / sum(step_times)
         records.append({"resolution": n, "preset": args.preset, "batch": args.batch,
                         "pipeline_samples_per_s": pipeline, "training_samples_per_s": training,
-                        "ratio": pipeline / training, "warmup": args.warmup,
+                        "ratio": pipeline / training, "warmup": args.warmup, "steps_per_execution": k,
                         "pipeline_batch_seconds_times": batch_times, "training_step_seconds_times": step_times})
         print(f"N={n:4d}  pipeline {pipeline:9.1f} samples/s   training ({args.preset}, batch {args.batch}) "
               f"{training:7.2f} samples/s   ratio {pipeline / training:7.1f}x")

@@ -89,12 +89,12 @@ def render() -> str:
         lambda r: (r["resolution"],)))
     out.append(table(
         "Input pipeline next to training (samples/s)", "python benchmarks/bench_pipeline.py",
-        ["N", "preset", "batch", "pipeline (uncached)", "training", "training step ms", "ratio"],
-        load("pipeline", lambda r: (r["resolution"], r["preset"], r["batch"])),
-        lambda r: [r["resolution"], r["preset"], r["batch"], f"{r['pipeline_samples_per_s']:.0f}",
-                   f"{r['training_samples_per_s']:.1f}", f"{1e3 * r['batch'] / r['training_samples_per_s']:.1f}",
-                   f"{r['ratio']:.0f}x"],
-        lambda r: (r["batch"], r["resolution"])))
+        ["N", "preset", "batch", "steps per call", "pipeline (uncached)", "training", "training step ms", "ratio"],
+        load("pipeline", lambda r: (r["resolution"], r["preset"], r["batch"], r.get("steps_per_execution", 1))),
+        lambda r: [r["resolution"], r["preset"], r["batch"], r.get("steps_per_execution", 1),
+                   f"{r['pipeline_samples_per_s']:.0f}", f"{r['training_samples_per_s']:.1f}",
+                   f"{1e3 * r['batch'] / r['training_samples_per_s']:.1f}", f"{r['ratio']:.0f}x"],
+        lambda r: (r["batch"], r.get("steps_per_execution", 1), r["resolution"])))
     out.append(table(
         "Step time and peak memory per preset (batch 1)", "python benchmarks/bench_models.py",
         ["preset", "params", "N", "forward s", "fwd+bwd s", "peak GiB inference", "peak GiB training"],

@@ -161,8 +161,11 @@ class TensorBoardLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.enabled or not logs:
             return
+        # One call may run several steps (steps_per_execution): batch is the last of them, the time is theirs.
+        steps = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         self._rows.append((self._first_step + batch + 1, float(logs.get("batch_loss", logs["loss"])),
-                           int(logs.get("resolution", 0)), self.levels[self._epoch], time.perf_counter() - self._t0))
+                           int(logs.get("resolution", 0)), self.levels[self._epoch],
+                           (time.perf_counter() - self._t0) / steps))
 
     def _flush_steps(self):
         if not self._rows:

@@ -309,6 +309,10 @@ class RunConfig:
     checkpoint_seconds: float = _field(60.0, "Checkpoint at the end of every visit and of training, and after "
                                              "epochs ending this many seconds after the last save (0: every epoch).")
     verbose: int = _field(2, "Keras verbosity on the chief: 0 silent, 1 progress bar, 2 a line per epoch.")
+    steps_per_execution: int = _field(1, "Optimizer steps per call of the compiled training function (Keras' "
+                                         "steps_per_execution; must divide the steps per epoch). k > 1 trims "
+                                         "the per-step overhead that dominates small coarse steps; callbacks then "
+                                         "see every k-th step (per-step TensorBoard scalars, the divergence check).")
 
     def __post_init__(self):
         require(bool(self.model_dir), "model_dir", self.model_dir, "a directory name")
@@ -318,12 +322,16 @@ class RunConfig:
         if not self.checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds must be >= 0 (0: every epoch), got {self.checkpoint_seconds}")
         require(self.verbose in VERBOSITIES, "verbose", self.verbose, f"one of {VERBOSITIES}")
+        require(isinstance(self.steps_per_execution, int) and not isinstance(self.steps_per_execution, bool)
+                and self.steps_per_execution >= 1, "steps_per_execution", self.steps_per_execution,
+                "an integer >= 1")
 
 
 #: Settings that only size, place or report a run (caches, threads, paths, logging, checkpoint cadence,
 #: validation): a resumed run may change them. Every other setting is in TrainConfig.fingerprint().
 RUNTIME_SETTINGS = ("data.cache_budget_mb", "run.model_dir", "run.validate_every", "run.val_resolutions",
-                    "run.reference_cache", "run.threads", "run.checkpoint_seconds", "run.verbose")
+                    "run.reference_cache", "run.threads", "run.checkpoint_seconds", "run.verbose",
+                    "run.steps_per_execution")
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "cycle": CycleConfig, "optim": OptimConfig,
              "run": RunConfig}
@@ -348,6 +356,10 @@ class TrainConfig:
                              f"({self.optim.global_batch_size})")
         levels = self.cycle.level_settings(self.optim.global_batch_size, self.data.num_train)
         plan = multigrid.compile_plan(self.cycle.visits(), levels, self.cycle.revisit_lr_scale)
+        if plan.steps_per_epoch % self.run.steps_per_execution:
+            raise ValueError(f"steps_per_execution ({self.run.steps_per_execution}) must divide the steps per "
+                             f"epoch ({plan.steps_per_epoch}, from num_train, the batch and the cycle), e.g. "
+                             f"{max(k for k in range(1, self.run.steps_per_execution + 1) if plan.steps_per_epoch % k == 0)}")
         for n in plan.resolutions + list(self.run.val_resolutions):
             self.model.check_resolution(n)
         if self.data.coarse_nu == "restrict":

@@ -198,7 +198,7 @@ def _build_model(cfg: config.TrainConfig):
     if cfg.optim.precision == "float16":  # float16 gradients underflow without dynamic loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     energy_trainer = EnergyTrainer(network)
-    energy_trainer.compile(optimizer=optimizer)
+    energy_trainer.compile(optimizer=optimizer, steps_per_execution=cfg.run.steps_per_execution)
     return network, energy_trainer
 
 

@@ -109,6 +109,23 @@ def test_interrupted_then_resumed_run_reaches_the_same_weights(tmp_path, ref_cac
         np.testing.assert_allclose(y, x, rtol=0, atol=1e-6)
 
 
+def test_several_steps_per_execution_train_the_same_weights(tmp_path, ref_cache):
+    # Keras' steps_per_execution runs k steps per call of the compiled function: the same updates, fewer
+    # returns to Python; the per-step TensorBoard scalars then come every k-th step.
+    settings = dict(run__deterministic=True, cycle__cycle="8:8s", data__num_train=16)  # 8 steps, one epoch
+    trainer.train(tiny_config(tmp_path / "one", ref_cache, **settings))
+    cfg = tiny_config(tmp_path / "four", ref_cache, run__steps_per_execution=4, **settings)
+    assert cfg.plan().steps_per_epoch == 8
+    trainer.train(cfg)
+    for a, b in zip(checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "four")):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    assert sorted(step_values(read_events(tmp_path / "one" / "logs"), "train/energy")) == list(range(1, 9))
+    assert sorted(step_values(read_events(tmp_path / "four" / "logs"), "train/energy")) == [4, 8]
+    with pytest.raises(ValueError, match=r"steps_per_execution \(3\) must divide the steps per epoch \(8, from "
+                                         r"num_train, the batch and the cycle\), e.g. 2"):
+        tiny_config(tmp_path / "three", ref_cache, run__steps_per_execution=3, **settings)
+
+
 def test_checkpoint_from_an_incompatible_config_is_refused(one_epoch_run, tmp_path, ref_cache):
     run = copy_of(one_epoch_run, tmp_path)
     saved = {name: (run / name).read_bytes() for name in ("config.json", "train_samples.h5")}
