@@ -175,13 +175,20 @@ def test_refuses_a_configuration_that_changed(copy_of_default):
         inference.check_model_dir(str(copy_of_default))
 
 
+def save_with_recorded_sha256(model, directory) -> dict:
+    """Saves model as directory's model.keras and records its sha256 in fingerprint.json (the architecture
+    record unchanged), so that only the architecture check can refuse it; returns the fingerprint."""
+    model.save(str(directory / "model.keras"))
+    path = directory / "fingerprint.json"
+    recorded = json.loads(path.read_text())
+    recorded["sha256"]["model.keras"] = pretrained.file_sha256(str(directory / "model.keras"))
+    path.write_text(json.dumps(recorded))
+    return recorded
+
+
 def test_refuses_weights_of_another_architecture_even_when_their_sha256_was_recorded(copy_of_default):
     other = models.build_model("tiny")
-    other.save(str(copy_of_default / "model.keras"))
-    path = copy_of_default / "fingerprint.json"
-    recorded = json.loads(path.read_text())
-    recorded["sha256"]["model.keras"] = pretrained.file_sha256(str(copy_of_default / "model.keras"))
-    path.write_text(json.dumps(recorded))
+    recorded = save_with_recorded_sha256(other, copy_of_default)
     inference.check_model_dir(str(copy_of_default))  # the files match the (edited) record ...
     expected = recorded["architecture"]["num_params"]
     with pytest.raises(ValueError, match=rf"refusing .*model\.keras: the network it holds is not the architecture "
@@ -198,11 +205,7 @@ def test_refuses_the_same_weights_at_another_working_resolution(copy_of_default,
     cfg = config.TrainConfig.load(str(copy_of_default))
     other = models.build_model(dataclasses.replace(cfg.model, working_resolution=working))  # same weights
     other.set_weights(keras.saving.load_model(str(copy_of_default / "model.keras"), compile=False).get_weights())
-    other.save(str(copy_of_default / "model.keras"))
-    path = copy_of_default / "fingerprint.json"
-    recorded = json.loads(path.read_text())
-    recorded["sha256"]["model.keras"] = pretrained.file_sha256(str(copy_of_default / "model.keras"))
-    path.write_text(json.dumps(recorded))
+    save_with_recorded_sha256(other, copy_of_default)
     with pytest.raises(ValueError, match=r"refusing .*model\.keras: the network it holds is not the architecture "
                                          rf".*\({differs}\)"):
         inference.load_solver(str(copy_of_default))
