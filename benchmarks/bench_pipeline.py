@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_pipeline.py [--resolutions 16,32,64] [--preset small] [--batch 2] [--steps 10]
                                            [--warmup 3] [--steps_per_execution 1]
+                                           [--intra_op_threads T] [--inter_op_threads T]
 Target (issue 4): pipeline >= 5x the training rate at 64^3. The pipeline is measured uncached (nu generated
 in TensorFlow inside the parallel map), its slowest mode.
 What is timed, both in the steady state (start-up excluded, so the ratio is not inflated by it):
@@ -12,6 +13,8 @@ What is timed, both in the steady state (start-up excluded, so the ratio is not 
     end to the next's (_common.step_clock: data, step and fit's callbacks; training_step_seconds_times).
     With --steps_per_execution k (Keras runs k steps per call; poisson-tf-train's flag of that name) the clock
     sees every k-th step's end: each timed interval of k steps is recorded as k equal step times.
+--intra_op_threads / --inter_op_threads set TensorFlow's thread pools (default: TensorFlow's, on a 2-core machine
+the 2 x 2 that poisson-tf-train sets too).
 The rates are samples over the sum of the timed batches' (steps') seconds. (The first timed batches may come out
 of the prefetch buffer the warm-up started filling: a bias of at most its few batches in 4 x --steps.)
 """
@@ -33,8 +36,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches and training steps first (>= 1)")
     parser.add_argument("--steps_per_execution", type=int, default=1,
                         help="training steps per call (must divide --warmup and --steps)")
+    parser.add_argument("--intra_op_threads", type=int, default=None, help="threads per op (default: TF's)")
+    parser.add_argument("--inter_op_threads", type=int, default=None, help="ops at once (default: TF's)")
     args = parser.parse_args()
     import keras
+    import tensorflow as tf
+
+    if args.intra_op_threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.inter_op_threads is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
     from poisson_tf import data, models, trainer
 

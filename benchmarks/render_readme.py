@@ -24,6 +24,15 @@ def onednn(record: dict) -> str:
     return "off" if record.get("machine", {}).get("onednn") is False else "on"
 
 
+def threads(record: dict) -> str:
+    """TensorFlow's thread pools a record set, "intra x inter" ("default": TensorFlow's, 2 x 2 on 2 cores)."""
+    settings = record.get("settings", {})
+    intra, inter = settings.get("intra_op_threads"), settings.get("inter_op_threads")
+    if intra is None and inter is None:
+        return "default"
+    return f"{intra if intra is not None else 'default'} x {inter if inter is not None else 'default'}"
+
+
 def load(name: str, key, keep=lambda r: True) -> list:
     """The newest record of every (CPU class, key) of a benchmark, in file order; `keep` filters formats."""
     path = os.path.join(RESULTS, f"{name}.jsonl")
@@ -89,12 +98,14 @@ def render() -> str:
         lambda r: (r["resolution"],)))
     out.append(table(
         "Input pipeline next to training (samples/s)", "python benchmarks/bench_pipeline.py",
-        ["N", "preset", "batch", "steps per call", "pipeline (uncached)", "training", "training step ms", "ratio"],
-        load("pipeline", lambda r: (r["resolution"], r["preset"], r["batch"], r.get("steps_per_execution", 1))),
-        lambda r: [r["resolution"], r["preset"], r["batch"], r.get("steps_per_execution", 1),
+        ["N", "preset", "batch", "steps per call", "threads", "pipeline (uncached)", "training", "training step ms",
+         "ratio"],
+        load("pipeline", lambda r: (r["resolution"], r["preset"], r["batch"], r.get("steps_per_execution", 1),
+                                    threads(r))),
+        lambda r: [r["resolution"], r["preset"], r["batch"], r.get("steps_per_execution", 1), threads(r),
                    f"{r['pipeline_samples_per_s']:.0f}", f"{r['training_samples_per_s']:.1f}",
                    f"{1e3 * r['batch'] / r['training_samples_per_s']:.1f}", f"{r['ratio']:.0f}x"],
-        lambda r: (r["batch"], r.get("steps_per_execution", 1), r["resolution"])))
+        lambda r: (r["batch"], r.get("steps_per_execution", 1), threads(r), r["resolution"])))
     out.append(table(
         "Step time and peak memory per preset (batch 1)", "python benchmarks/bench_models.py",
         ["preset", "params", "N", "forward s", "fwd+bwd s", "peak GiB inference", "peak GiB training"],

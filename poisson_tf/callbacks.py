@@ -124,11 +124,14 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._epoch = 0
         self._t0 = None
         self._first_step = 0
+        self._steps_per_call = 1
         self._rows = []  # (step, energy, resolution, level, seconds) of this epoch's batches
 
     def on_train_begin(self, logs=None):
         if not self.enabled:
             return
+        # One call may run several steps (steps_per_execution): a batch end then stands for the last of them.
+        self._steps_per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         from tensorboard.plugins.hparams import api as hp
 
         self._writer = tf.summary.create_file_writer(self.log_dir)
@@ -161,11 +164,10 @@ class TensorBoardLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.enabled or not logs:
             return
-        # One call may run several steps (steps_per_execution): batch is the last of them, the time is theirs.
-        steps = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        # batch is the last step of the call, the time is that of its steps_per_execution steps.
         self._rows.append((self._first_step + batch + 1, float(logs.get("batch_loss", logs["loss"])),
                            int(logs.get("resolution", 0)), self.levels[self._epoch],
-                           (time.perf_counter() - self._t0) / steps))
+                           (time.perf_counter() - self._t0) / self._steps_per_call))
 
     def _flush_steps(self):
         if not self._rows:

@@ -62,6 +62,8 @@ def test_benchmarks_write_json_and_render(tmp_path):
     run("bench_throughput.py", "--presets=tiny", "--resolutions=8", "--precisions=float32", "--repeats=2",
         results=tmp_path)
     run("bench_pipeline.py", "--resolutions=8", "--preset=tiny", "--steps=2", "--warmup=2", results=tmp_path)
+    run("bench_pipeline.py", "--resolutions=8", "--preset=tiny", "--steps=2", "--warmup=2", "--intra_op_threads=1",
+        "--inter_op_threads=2", results=tmp_path)
     run("bench_models.py", "--presets=tiny", "--resolutions=8", "--repeats=2", results=tmp_path)
 
     reference = records(tmp_path, "reference")
@@ -96,6 +98,8 @@ def test_benchmarks_write_json_and_render(tmp_path):
     text = readme.read_text()
     assert "old" not in text and "Reference AMG-CG solve" in text and "Training throughput" in text
     assert "Input pipeline next to training" in text and "Step time and peak memory" in text
+    pipeline = text[text.index("Input pipeline next to training"):text.index("Step time and peak memory")]
+    assert "  1 x 2  " in pipeline and "  default  " in pipeline  # a row per thread setting, neither overwritten
     assert text.endswith(".. results-end\n\nAfter\n")
 
 
