@@ -269,8 +269,9 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
 
     convs = [layer for layer in model.layers
              if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose, UpsampleConv3D))]
-    working = [layer.size for layer in model.layers if isinstance(layer, Resample3D) and layer.size]
-    n = working[0] if working else probe or 2 * model.get_layer("features").multiple
+    from poisson_tf import inference  # the readers of a built model's working resolution and multiple
+
+    n = inference.working_resolution(model) or probe or 2 * inference.resolution_multiple(model)
     outputs = keras.Model(model.inputs, [layer.output for layer in convs])(tf.ones([1, n, n, n, 1]))
     total = 0.0
     for layer, out in zip(convs, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
