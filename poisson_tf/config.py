@@ -274,9 +274,11 @@ class OptimConfig:
     lr_decay: str = _field("cosine", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
                                        "cosine to zero over the whole plan, or over every visit (a warm restart at "
                                        "each level switch).")
-    precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)}: "
-                                       "bfloat16 (GPU) or float16 (GPU, with loss scaling); the energy is "
-                                       "always accumulated in float32.")
+    precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)} (or "
+                                       "their Keras policy names mixed_bfloat16, mixed_float16): bfloat16 (GPUs, "
+                                       "and CPUs with avx512_bf16 or AMX) or float16 (GPU, with loss scaling); "
+                                       "weights, optimizer state, the energy, the Dirichlet planes and the metrics "
+                                       "stay float32.")
 
     def __post_init__(self):
         if self.global_batch_size < 1:
@@ -289,6 +291,9 @@ class OptimConfig:
                              "workers; give the --learning_rate you want instead")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        policies = {policy: name for name, policy in PRECISIONS.items()}
+        if self.precision in policies:  # the Keras policy's name: one spelling in configs and fingerprints
+            object.__setattr__(self, "precision", policies[self.precision])
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.lr_decay not in LR_DECAYS:

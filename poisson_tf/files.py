@@ -74,8 +74,9 @@ def atomic_path(path: str, suffix: str = ".tmp", keep_previous: str | None = Non
     Args:
       path: the final file.
       suffix: ending of the temporary name (e.g. ".keras" for writers that insist on an extension).
-      keep_previous: if given, the file `path` held until now is renamed to this path first (a rotation that
-        keeps the previous version; a crash between the two renames leaves the previous version there).
+      keep_previous: if given, the file `path` held until now becomes this path first (a rotation that keeps
+        the previous version). It is hard-linked there, so `path` exists at every moment of the rotation: a
+        reader, or a process killed between the two steps, always finds a complete file at `path`.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -88,12 +89,17 @@ def atomic_path(path: str, suffix: str = ".tmp", keep_previous: str | None = Non
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a shared model_dir must stay readable
         _fsync(tmp)
         if keep_previous is not None and os.path.exists(path):
-            os.replace(path, keep_previous)
+            try:  # a second name for the current file, then moved onto keep_previous: `path` stays in place
+                os.link(path, tmp + ".prev")
+                os.replace(tmp + ".prev", keep_previous)
+            except OSError:  # a file system without hard links: rename (path is absent until the next line)
+                os.replace(path, keep_previous)
         os.replace(tmp, path)
         _fsync(directory)  # the renames themselves survive a crash only once the directory is on disk
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for leftover in (tmp, tmp + ".prev"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
 
 def is_temp_file(name: str, targets=None) -> bool:

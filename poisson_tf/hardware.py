@@ -16,6 +16,11 @@ import sys
 import warnings
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+#: oneDNN's documented runtime cap on the instruction set it dispatches to (e.g. AVX2 on an AVX-512 CPU).
+MAX_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+#: How the package's 'same' convolutions pad (conv_padding): "auto" (by the ISA), "explicit" or "implicit".
+PADDING_VARIABLE = "POISSON_TF_CONV_PADDING"
+CONV_PADDINGS = ("explicit", "implicit")
 #: ISA flags recorded with every benchmark: what decides which oneDNN kernels run.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
@@ -80,6 +85,50 @@ def bind_local_rank() -> list:
             os.sched_setaffinity(0, cpus)
         break
     return cpus
+
+
+def onednn_isa_class() -> str:
+    """The ISA class oneDNN dispatches to: this CPU's (cpu_info), capped by ONEDNN_MAX_CPU_ISA when set (AVX2,
+    AVX2_VNNI, ... -> "avx2"; AVX512_*, AVX10_*, AMX -> the CPU's own)."""
+    cap = os.environ.get(MAX_ISA_VARIABLE, "").strip().upper()
+    own = cpu_info()["isa_class"]
+    if cap and not cap.startswith(("AVX512", "AVX10", "AMX", "ALL", "DEFAULT")):
+        return "avx2" if cap.startswith("AVX2") and own in ("avx2", "avx512") else "other"
+    return own
+
+
+def native_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively here: the CPU has avx512_bf16 or AMX-BF16 and
+    ONEDNN_MAX_CPU_ISA (if set) does not cap oneDNN below them. TensorFlow sends bfloat16 ops to oneDNN only on
+    AVX-512 CPUs; elsewhere they run on Eigen (slow, and the source of corrupt gradients measured on AVX2)."""
+    flags = cpu_info()["isa_flags"]
+    if onednn_isa_class() != "avx512" or not ("avx512_bf16" in flags or "amx_bf16" in flags):
+        return False
+    cap = os.environ.get(MAX_ISA_VARIABLE, "").strip().upper()
+    return not cap or cap == "ALL" or cap == "DEFAULT" or any(part in cap for part in ("BF16", "FP16", "AMX",
+                                                                                      "AVX10"))
+
+
+@functools.lru_cache(maxsize=1)
+def conv_padding() -> str:
+    """How the network's 'same' convolutions are computed on this CPU: "explicit" (zero padding, then a
+    'valid' convolution) or "implicit" (the convolution pads itself). The same function and weights either way.
+
+    oneDNN's direct AVX2 weight-gradient kernel (jit:avx2) refuses a 3D convolution with padding along depth,
+    so every implicitly padded 3^3 layer falls back to im2col + GEMM (x64:gemm:jit) there, ~3x slower for
+    the whole layer; with the padding made explicit it runs jit:avx2. AVX-512's kernels pad themselves and
+    are faster without the extra copy (the kernel names are recorded by benchmarks/bench_profile.py).
+    POISSON_TF_CONV_PADDING=explicit|implicit overrides the choice; it is read once per process.
+
+    Raises:
+      ValueError: POISSON_TF_CONV_PADDING set to something else than auto, explicit or implicit.
+    """
+    chosen = os.environ.get(PADDING_VARIABLE, "auto").strip().lower() or "auto"
+    if chosen in CONV_PADDINGS:
+        return chosen
+    if chosen != "auto":
+        raise ValueError(f"{PADDING_VARIABLE} must be one of auto, {', '.join(CONV_PADDINGS)}, got {chosen!r}")
+    return "explicit" if onednn_isa_class() == "avx2" else "implicit"
 
 
 @functools.lru_cache(maxsize=1)

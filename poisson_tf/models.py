@@ -1,11 +1,13 @@
 """Resolution-agnostic 3D convolutional encoder-decoder (U-Net) solvers nu -> u (Keras 3)."""
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from poisson_tf import fem
+from poisson_tf import fem, hardware
 # The architecture's configuration, its presets and the resolution rule live in the framework-free config module.
 from poisson_tf.config import PRESETS, ModelConfig, check_resolution, preset, valid_resolutions  # noqa: F401
 
@@ -98,6 +100,77 @@ class Resample3D(keras.layers.Layer):
         return dict(super().get_config(), size=self.size)
 
 
+@functools.lru_cache(maxsize=1)
+def explicit_padding() -> bool:
+    """Whether this process computes 'same' convolutions as zero padding + a 'valid' convolution: the CPU's
+    choice (hardware.conv_padding), on CPU only (a GPU's convolutions pad themselves at no cost)."""
+    return hardware.conv_padding() == "explicit" and not tf.config.list_physical_devices("GPU")
+
+
+def _same_pads(x, kernel_size, strides) -> list:
+    """[[before, after]] per axis of [B, N, N, N, C] that TensorFlow's 'same' padding adds (static where x's
+    shape is): total max((ceil(N / s) - 1) s + k - N, 0), the smaller half before."""
+    pads = [[0, 0]]
+    for axis, (k, s) in enumerate(zip(kernel_size, strides), start=1):
+        n = x.shape[axis]
+        if s == 1:
+            total = k - 1
+        elif n is not None:
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+        else:
+            n = tf.shape(x)[axis]
+            total = tf.maximum((-(-n // s) - 1) * s + k - n, 0)
+        pads.append([total // 2, total - total // 2])
+    return pads + [[0, 0]]
+
+
+def conv3d_same(x, kernel, strides=(1, 1, 1)):
+    """tf.nn.conv3d(x, kernel, strides, "SAME"), computed on the kernel that is fast on this CPU
+    (explicit_padding): the same function, padded explicitly or by the convolution itself."""
+    strides = [1, *strides, 1]
+    if not explicit_padding():
+        return tf.nn.conv3d(x, kernel, strides, padding="SAME")
+    return tf.nn.conv3d(tf.pad(x, _same_pads(x, kernel.shape[:3], strides[1:4])), kernel, strides, padding="VALID")
+
+
+@keras.saving.register_keras_serializable(package="poisson_tf")
+class Conv3D(keras.layers.Conv3D):
+    """keras.layers.Conv3D (the same configuration, weights and function) whose 'same' padding is computed by
+    conv3d_same, so that its weight gradient runs on oneDNN's direct kernel on every ISA. Named like Keras'
+    layer, so that its variables keep their paths ("conv3d_3/kernel") in checkpoints."""
+
+    def convolution_op(self, inputs, kernel):
+        if self.padding != "same" or self.groups != 1 or max(self.dilation_rate) != 1 \
+                or self.data_format != "channels_last":
+            return super().convolution_op(inputs, kernel)
+        return conv3d_same(inputs, kernel, self.strides)
+
+
+@keras.saving.register_keras_serializable(package="poisson_tf")
+class Conv3DTranspose(keras.layers.Conv3DTranspose):
+    """keras.layers.Conv3DTranspose (the same configuration, weights and function) that computes its 'same'
+    output as the 'valid' transposed convolution cropped (where explicit_padding): oneDNN's weight gradient of
+    the unpadded form takes its direct kernel on AVX2. Named like Keras' layer (variable paths unchanged)."""
+
+    def call(self, inputs):
+        if not explicit_padding() or self.padding != "same" or self.output_padding is not None \
+                or max(self.dilation_rate) != 1 or self.data_format != "channels_last":
+            return super().call(inputs)
+        kernel = self.kernel  # [k, k, k, filters, C_in]
+        shape = tf.shape(inputs)
+        sizes = [shape[axis] * s for axis, s in enumerate(self.strides, start=1)]
+        full = [(shape[axis] - 1) * s + k for axis, (k, s) in enumerate(zip(self.kernel_size, self.strides), start=1)]
+        y = tf.nn.conv3d_transpose(inputs, kernel, tf.stack([shape[0], *full, self.filters]),
+                                   [1, *self.strides, 1], padding="VALID")
+        # 'same' keeps N s outputs of the (N - 1) s + k: those after max(k - s, 0) // 2 (TensorFlow's rule). A
+        # tf.slice, not y[...]: the gradient of a strided slice ran 2.5x slower than this layer's convolution.
+        begin = [0] + [max(k - s, 0) // 2 for k, s in zip(self.kernel_size, self.strides)] + [0]
+        y = tf.slice(y, begin, [-1, *sizes, -1])
+        if self.use_bias:
+            y = y + tf.cast(self.bias, y.dtype)
+        return self.activation(y) if self.activation is not None else y
+
+
 def _upsample_taps(kernel_size: int) -> np.ndarray:
     """[2 parities, K, k] 0/1 table: tap t of a 'same' conv after 2x nearest upsampling, at fine index
     2m + p, reads coarse index m + a with a = floor((p + t) / 2); rows are a = -R..R (K = 2R + 1)."""
@@ -136,7 +209,10 @@ class UpsampleConv3D(keras.layers.Layer):
         self.filters, self.use_bias = int(filters), bool(use_bias)
         self.kernel_size = (int(kernel_size),) * 3
         self.strides = (1, 1, 1)
-        self._taps = _upsample_taps(int(kernel_size))
+        taps = _upsample_taps(int(kernel_size))
+        # [(a b c p q r), (i j k)]: coarse tap (a, b, c) of parity (p, q, r) sums fine taps (i, j, k) of the kernel.
+        self._coarse_taps = np.einsum("pai,qbj,rck->abcpqrijk", taps, taps, taps).reshape(
+            taps.shape[1] ** 3 * 8, int(kernel_size) ** 3)
 
     def build(self, input_shape):
         k = self.kernel_size[0]
@@ -146,13 +222,15 @@ class UpsampleConv3D(keras.layers.Layer):
             if self.use_bias else None
 
     def call(self, x):
-        taps = tf.constant(self._taps, x.dtype)
         kernel = tf.cast(self.kernel, x.dtype)
-        size = taps.shape[1]
-        # [K, K, K, C_in, (p, q, r, filters)]: the coarse kernel of every output parity.
-        coarse = tf.einsum("pai,qbj,rck,ijkxy->abcxpqry", taps, taps, taps, kernel)
-        coarse = tf.reshape(coarse, [size, size, size, kernel.shape[3], 8 * self.filters])
-        y = tf.nn.conv3d(x, coarse, strides=[1, 1, 1, 1, 1], padding="SAME")
+        k, c_in = self.kernel_size[0], kernel.shape[3]
+        size = round((self._coarse_taps.shape[0] // 8) ** (1 / 3))
+        # [K, K, K, C_in, (p, q, r, filters)]: the coarse kernel of every output parity, one small matmul
+        # (an einsum of the four factors ran as a 3.6 ms _MklEinsum per step, benchmarks/bench_profile.py).
+        coarse = tf.matmul(tf.constant(self._coarse_taps, x.dtype), tf.reshape(kernel, [k ** 3, c_in * self.filters]))
+        coarse = tf.reshape(coarse, [size, size, size, 8, c_in, self.filters])
+        coarse = tf.reshape(tf.transpose(coarse, [0, 1, 2, 4, 3, 5]), [size, size, size, c_in, 8 * self.filters])
+        y = conv3d_same(x, coarse)
         if self.bias is not None:
             y = y + tf.tile(tf.cast(self.bias, x.dtype), [8])
         return depth_to_space_3d(y)
@@ -192,7 +270,7 @@ def _block(x, layer, cfg: ModelConfig, activation: str, dropout: float = 0.0):
 
 
 def _conv(cfg: ModelConfig, filters: int, strides: int = 1, transpose: bool = False):
-    kind = keras.layers.Conv3DTranspose if transpose else keras.layers.Conv3D
+    kind = Conv3DTranspose if transpose else Conv3D
     # A normalization right after the conv removes any bias, so it is left out.
     return kind(filters, cfg.kernel_size, strides=strides, padding="same", use_bias=cfg.normalization == "none")
 

@@ -80,13 +80,22 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 _CPU_PRECISION_ERRORS = {
-    "bfloat16": "--precision=bfloat16 is refused on CPU: TensorFlow 2.18's oneDNN bfloat16 Conv3D gradients come "
-                "out corrupted on this stack (measured: gradients ~1e35 after a few steps, then NaN weights), and "
-                "with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0) training is ~20x slower; use --precision=float32 on CPU "
-                "and bfloat16 on GPUs",
+    "bfloat16": "--precision=bfloat16 needs a CPU with native bfloat16 (avx512_bf16 or AMX, oneDNN not capped "
+                "below them by ONEDNN_MAX_CPU_ISA), and this one has {isa}: TensorFlow sends bfloat16 ops to oneDNN "
+                "only with AVX-512, and elsewhere runs them on Eigen, measured ~20x slower and with gradients "
+                "~1e35 after a few steps; use --precision=float32 here, bfloat16 on AMX / avx512_bf16 CPUs and GPUs",
     "float16": "--precision=float16 is meant for GPUs: on CPU TensorFlow runs float16 convolutions without oneDNN, "
                "measured ~25x slower than float32; use --precision=float32 on CPU",
 }
+
+
+def _cpu_precision_refusal(precision: str) -> str:
+    """Why `precision` cannot train on this CPU, or "" when it can (float32 always; bfloat16 where native)."""
+    if precision == "float32" or (precision == "bfloat16" and hardware.native_bfloat16()):
+        return ""
+    isa = hardware.onednn_isa_class() + (" (capped by ONEDNN_MAX_CPU_ISA)" if os.environ.get(
+        hardware.MAX_ISA_VARIABLE) else "") + ", flags " + " ".join(hardware.cpu_info()["isa_flags"])
+    return _CPU_PRECISION_ERRORS[precision].format(isa=isa)
 
 
 def check_runtime(cfg: config.TrainConfig) -> None:
@@ -94,7 +103,7 @@ def check_runtime(cfg: config.TrainConfig) -> None:
 
     Raises:
       ValueError: a global batch the workers cannot split evenly, batch normalization on several workers, or
-        16-bit precision on a CPU.
+        16-bit precision on a CPU that does not run it natively (bfloat16 needs avx512_bf16 or AMX).
     """
     for visit in cfg.plan().visits:  # every level's batch, not only the finest
         distributed.split_batch(visit.global_batch_size)
@@ -104,10 +113,10 @@ def check_runtime(cfg: config.TrainConfig) -> None:
         raise ValueError(f"--normalization=batch is refused on {distributed.size()} workers: batch statistics "
                          "would be per worker and never synchronized, so the result would depend on the number "
                          "of workers; use --normalization=group, instance, layer or none, or train on one worker")
-    if (cfg.optim.precision != "float32" and not tf.config.list_physical_devices("GPU")
+    refusal = _cpu_precision_refusal(cfg.optim.precision)
+    if (refusal and not tf.config.list_physical_devices("GPU")
             and os.environ.get("POISSON_TF_ALLOW_CPU_MIXED_PRECISION") != "1"):
-        raise ValueError(_CPU_PRECISION_ERRORS[cfg.optim.precision]
-                         + " (POISSON_TF_ALLOW_CPU_MIXED_PRECISION=1 overrides this check)")
+        raise ValueError(refusal + " (POISSON_TF_ALLOW_CPU_MIXED_PRECISION=1 overrides this check)")
 
 
 def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,

@@ -24,3 +24,24 @@ def test_a_failed_write_keeps_the_previous_file_and_removes_the_temporary(tmp_pa
     with open(path) as f:
         assert json.load(f) == {"version": 1}
     assert os.listdir(tmp_path) == ["keep.json"]
+
+
+def test_a_rotation_keeps_the_previous_version_and_the_file_is_never_absent(tmp_path, monkeypatch):
+    path, previous = str(tmp_path / "state.txt"), str(tmp_path / "state.previous.txt")
+    files.write_text(path, "one")
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):  # every rename of the rotation: the file must be there before and after it
+        seen.append(os.path.exists(path))
+        real_replace(src, dst)
+        seen.append(os.path.exists(path))
+
+    monkeypatch.setattr(os, "replace", replace)
+    with files.atomic_path(path, keep_previous=previous) as tmp:
+        with open(tmp, "w") as f:
+            f.write("two")
+    assert seen and all(seen)
+    with open(path) as f, open(previous) as g:
+        assert (f.read(), g.read()) == ("two", "one")
+    assert sorted(os.listdir(tmp_path)) == ["state.previous.txt", "state.txt"]

@@ -57,3 +57,29 @@ def test_a_launcher_binding_is_kept():
                          check=True, env={**os.environ, "OMPI_COMM_WORLD_LOCAL_RANK": "1",
                                           "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
     assert json.loads(out.stdout)["cpus"] == [first]
+
+
+PADDING_PROBE = ("import poisson_tf.hardware as h; "
+                 "print(h.onednn_isa_class(), h.conv_padding(), h.native_bfloat16())")
+
+
+def padding_probe(**env):
+    clean = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", hardware.PADDING_VARIABLE)}
+    return subprocess.run([sys.executable, "-c", PADDING_PROBE], env={**clean, **env}, capture_output=True,
+                          text=True)
+
+
+def test_the_convolution_padding_follows_the_isa_onednn_dispatches_to():
+    own = hardware.cpu_info()["isa_class"]
+    isa, padding, bf16 = padding_probe().stdout.split()
+    native = own == "avx512" and bool({"avx512_bf16", "amx_bf16"} & set(hardware.cpu_info()["isa_flags"]))
+    assert isa == own and padding == ("explicit" if own == "avx2" else "implicit") and bf16 == str(native)
+    if own in ("avx2", "avx512"):  # oneDNN capped at AVX2 takes AVX2's kernels, whatever the CPU
+        assert padding_probe(ONEDNN_MAX_CPU_ISA="AVX2").stdout.split() == ["avx2", "explicit", "False"]
+        assert padding_probe(ONEDNN_MAX_CPU_ISA="avx512_core_amx").stdout.split() == [own, padding, str(native)]
+        assert padding_probe(ONEDNN_MAX_CPU_ISA="AVX512_CORE").stdout.split()[2] == "False"  # no bf16 below it
+    for chosen in hardware.CONV_PADDINGS:
+        assert padding_probe(POISSON_TF_CONV_PADDING=chosen).stdout.split()[1] == chosen
+    bad = padding_probe(POISSON_TF_CONV_PADDING="sometimes")
+    assert bad.returncode != 0 and "POISSON_TF_CONV_PADDING must be one of auto, explicit, implicit, got " \
+                                   "'sometimes'" in bad.stderr

@@ -205,3 +205,55 @@ def test_a_working_resolution_survives_save_and_safe_load(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     nu = nu_batch(13, seed=2)
     np.testing.assert_allclose(loaded(nu).numpy(), model(nu).numpy(), atol=1e-6)
+
+
+def forward_and_gradients(model, nu):
+    """u, and the gradients of sum(u * w) with respect to every weight, for a fixed random w (no dropout)."""
+    w = tf.random.stateless_normal(nu.shape, seed=[1, 2])
+    with tf.GradientTape() as tape:
+        u = model(nu, training=False)
+        loss = tf.reduce_sum(u * w)
+    return [u] + tape.gradient(loss, model.trainable_variables)
+
+
+@pytest.mark.parametrize("name, n", [("small", 32), ("reference", 32),
+                                     ("tiny", 12)])  # 12: the stride-2 convs see an odd 3 at the bottom
+def test_explicit_and_implicit_padding_are_the_same_network(name, n, monkeypatch):
+    # Every conv kind of the presets (3^3 and 4^3, stride 1 and 2, transposed, the head's sub-pixel conv): the
+    # explicitly padded form (the fast one on AVX2) must compute the same function and gradients.
+    keras.utils.set_random_seed(0)
+    model = models.build_model(name)
+    nu = nu_batch(n, batch=2)
+    results = {}
+    for explicit in (False, True):
+        monkeypatch.setattr(models, "explicit_padding", lambda explicit=explicit: explicit)
+        results[explicit] = forward_and_gradients(model, nu)
+    for ours, theirs in zip(results[True], results[False]):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5 * np.abs(theirs).max() + 1e-7)
+
+
+def test_a_model_saved_with_one_padding_loads_and_predicts_the_same_with_the_other(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "explicit_padding", lambda: True)
+    model = models.build_model("small")
+    nu = nu_batch(16, seed=4)
+    saved = model(nu).numpy()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    monkeypatch.setattr(models, "explicit_padding", lambda: False)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded(nu).numpy(), saved, rtol=0, atol=1e-6)
+    # Keras' own layer classes' names, so the variables keep the paths earlier checkpoints recorded.
+    assert [v.path for v in loaded.weights] == [v.path for v in model.weights]
+    assert any(v.path.startswith("conv3d_transpose") for v in model.weights)
+    assert sum(isinstance(layer, models.Conv3D) for layer in loaded.layers) == sum(
+        isinstance(layer, keras.layers.Conv3D) for layer in loaded.layers) > 0
+
+
+def test_same_padding_matches_tensorflow_for_odd_and_even_sizes():
+    for n, k, s in [(8, 3, 2), (9, 3, 2), (8, 4, 2), (9, 4, 2), (7, 3, 1), (6, 2, 1), (5, 5, 3)]:
+        x = tf.random.normal([1, n, n + 1, n + 2, 2], seed=n)
+        kernel = tf.random.normal([k, k, k, 2, 3], seed=k)
+        expected = tf.nn.conv3d(x, kernel, [1, s, s, s, 1], "SAME")
+        pads = models._same_pads(x, (k,) * 3, (s,) * 3)
+        padded = tf.nn.conv3d(tf.pad(x, pads), kernel, [1, s, s, s, 1], "VALID")
+        np.testing.assert_allclose(padded.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import checkpoint, config, inference, models, trainer
+from poisson_tf import checkpoint, config, hardware, inference, models, trainer
 from train_helpers import tiny_config
 
 
@@ -269,13 +269,24 @@ def test_bad_flags_fail_before_training(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
-def test_mixed_precision_is_refused_on_cpu_with_the_reason(tmp_path, ref_cache, precision, monkeypatch):
+def test_mixed_precision_is_refused_on_cpu_without_native_support(tmp_path, ref_cache, precision, monkeypatch):
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("the CPU guard does not apply on a GPU machine")
     monkeypatch.delenv("POISSON_TF_ALLOW_CPU_MIXED_PRECISION", raising=False)
-    with pytest.raises(ValueError, match=rf"--precision={precision} .*use --precision=float32 on CPU"):
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda: False)
+    with pytest.raises(ValueError, match=rf"--precision={precision} .*use --precision=float32 (here|on CPU)"):
         trainer.train(tiny_config(tmp_path / "run", ref_cache, optim__precision=precision))
     assert not (tmp_path / "run" / "checkpoint.h5").exists()
+
+
+def test_bfloat16_is_accepted_on_a_cpu_with_native_bfloat16(tmp_path, ref_cache, monkeypatch):
+    monkeypatch.delenv("POISSON_TF_ALLOW_CPU_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)
+    cfg = tiny_config(tmp_path / "run", ref_cache, optim__precision="mixed_bfloat16")  # Keras' policy name too
+    assert cfg.optim.precision == "bfloat16" and cfg.fingerprint()["optim.precision"] == "bfloat16"
+    trainer.check_runtime(cfg)
+    with pytest.raises(ValueError, match="--precision=float16 is meant for GPUs"):
+        trainer.check_runtime(tiny_config(tmp_path / "run", ref_cache, optim__precision="float16"))
 
 
 def test_diverging_training_stops_with_a_clear_error(tmp_path, ref_cache, monkeypatch):
