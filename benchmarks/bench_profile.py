@@ -1,7 +1,8 @@
 """Per-op profile of one training step (TensorFlow profiler): where the time goes, by layer and op kind.
 
 Usage: python benchmarks/bench_profile.py [--presets small,reference] [--resolution 64] [--batch 4]
-                                          [--max_isa AVX2] [--padding auto|explicit|implicit] [--top 25]
+                                          [--max_isa AVX2] [--padding auto|explicit|implicit]
+                                          [--precision float32|bfloat16] [--top 25]
 --max_isa sets ONEDNN_MAX_CPU_ISA (oneDNN's documented runtime control) before TensorFlow starts, so an
 AVX-512 machine can run oneDNN's AVX2 code paths. Op times are summed over TensorFlow's compute threads
 (the step's wall time is printed beside them); forward ops are named by their layer, backward ones too
@@ -78,22 +79,24 @@ def parse_onednn_verbose(lines) -> list:
     return sorted(rows, key=lambda r: -r["ms"])
 
 
-def build_step(preset: str, resolution: int, batch: int):
-    """The package's train step (trainer.make_train_step) for `preset`, and a function running it once on a
-    fixed KL batch (it waits for the step to finish)."""
+def build_step(preset: str, resolution: int, batch: int, precision: str = "float32"):
+    """The package's train step (trainer.make_train_step) for `preset` in `precision` (a config.PRECISIONS
+    name), and a function running it once on a fixed KL batch (it waits for the step to finish)."""
     import keras
     import tensorflow as tf
 
-    from poisson_tf import fields, models, trainer
+    from poisson_tf import config, fields, models, trainer
+
+    keras.mixed_precision.set_dtype_policy(config.PRECISIONS[precision])
 
     train_step = trainer.make_train_step(models.build_model(preset), keras.optimizers.Adam(1e-3))
     nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(batch, seed=0), resolution)[..., None], tf.float32)
     return lambda: float(train_step(nu)["loss"])
 
 
-def kernels_child(preset: str, resolution: int, batch: int) -> None:
+def kernels_child(preset: str, resolution: int, batch: int, precision: str) -> None:
     """Runs WARMUP_STEPS steps, then one between the markers (this process has ONEDNN_VERBOSE=1)."""
-    step = build_step(preset, resolution, batch)
+    step = build_step(preset, resolution, batch, precision)
     for _ in range(WARMUP_STEPS):
         step()
     print(KERNELS_BEGIN, flush=True)
@@ -105,7 +108,7 @@ def onednn_kernels(preset: str, resolution: int, batch: int, args) -> list:
     """parse_onednn_verbose of one warm step, run in a child (oneDNN reads ONEDNN_VERBOSE when it starts) with
     this run's --max_isa and --padding."""
     out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--max_isa={args.max_isa}",
-                          f"--padding={args.padding}", "--kernels_child", json.dumps([preset, resolution, batch])],
+                          f"--padding={args.padding}", "--kernels_child", json.dumps([preset, resolution, batch, args.precision])],
                          capture_output=True, text=True, check=True,
                          env=dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="2")).stdout
     begin, end = out.index(KERNELS_BEGIN), out.index(KERNELS_END)
@@ -121,6 +124,7 @@ def main() -> None:
     parser.add_argument("--max_isa", default="", help="ONEDNN_MAX_CPU_ISA, e.g. AVX2 (default: all the CPU has)")
     parser.add_argument("--padding", default="auto", choices=("auto", "explicit", "implicit"),
                         help="POISSON_TF_CONV_PADDING (default: the package's choice for this ISA)")
+    parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (the convolutions' precision)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--kernels_child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,7 +139,7 @@ def main() -> None:
 
     records = []
     for preset in args.presets.split(","):
-        step = build_step(preset, args.resolution, args.batch)
+        step = build_step(preset, args.resolution, args.batch, args.precision)
         for _ in range(WARMUP_STEPS):  # traced and warm
             step()
         logdir = tempfile.mkdtemp(prefix="poisson_tf_profile_")
@@ -145,7 +149,7 @@ def main() -> None:
         seconds = sum(times) / len(times)
         totals = op_times(logdir)
         op_ms = sum(totals.values()) / args.steps
-        print(f"\n{preset} N={args.resolution} batch {args.batch}: step {seconds * 1e3:.0f} ms wall, "
+        print(f"\n{preset} N={args.resolution} batch {args.batch} {args.precision}: step {seconds * 1e3:.0f} ms wall, "
               f"{op_ms:.0f} ms of op time on the compute threads")
         top = [{"layer": layer, "op": kind, "ms": ms / args.steps} for (layer, kind), ms in totals.most_common()]
         for row in top[:args.top]:
@@ -159,7 +163,7 @@ def main() -> None:
         print(f"  oneDNN convolutions of one step (padding {'explicit' if models.explicit_padding() else 'implicit'}"
               f"): " + ", ".join(f"{c} x {impl} {direction}" for (impl, direction), c in impls.most_common()))
         records.append({"preset": preset, "resolution": args.resolution, "batch": args.batch,
-                        "padding": "explicit" if models.explicit_padding() else "implicit",
+                        "precision": args.precision, "padding": "explicit" if models.explicit_padding() else "implicit",
                         "onednn_kernels": kernels, "gemm_convolutions": gemm,
                         "step_seconds": seconds, "step_seconds_times": times,
                         "step_seconds_median": _common.median(times), "repeats": args.steps,

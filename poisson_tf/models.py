@@ -269,10 +269,15 @@ def _block(x, layer, cfg: ModelConfig, activation: str, dropout: float = 0.0):
     return keras.layers.Dropout(dropout)(x) if dropout else x
 
 
-def _conv(cfg: ModelConfig, filters: int, strides: int = 1, transpose: bool = False):
+def _conv(cfg: ModelConfig, filters: int, strides: int = 1, transpose: bool = False, in_channels: int = 0):
     kind = Conv3DTranspose if transpose else Conv3D
+    # A conv on the 1-channel input stays float32 under a mixed policy: AMX tiles need many input channels, and
+    # in bfloat16 the first layer's weight gradient took 50 ms of a 131 ms step (jit:avx512_core in float32:
+    # under 1 ms; benchmarks/bench_profile.py --precision bfloat16). Under a float32 policy nothing changes.
+    dtype = "float32" if in_channels == 1 else None
     # A normalization right after the conv removes any bias, so it is left out.
-    return kind(filters, cfg.kernel_size, strides=strides, padding="same", use_bias=cfg.normalization == "none")
+    return kind(filters, cfg.kernel_size, strides=strides, padding="same", use_bias=cfg.normalization == "none",
+                dtype=dtype)
 
 
 def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") -> keras.Model:
@@ -305,9 +310,10 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
         filters = cfg.filters(level)
         dropout = cfg.dropout if level >= cfg.depth - cfg.dropout_levels else 0.0
         if cfg.downsampling == "conv":
-            x = _block(x, _conv(cfg, filters, strides=2), cfg, cfg.encoder_activation, dropout)
+            x = _block(x, _conv(cfg, filters, strides=2, in_channels=x.shape[-1]), cfg, cfg.encoder_activation,
+                       dropout)
         else:
-            x = _block(x, _conv(cfg, filters), cfg, cfg.encoder_activation, dropout)
+            x = _block(x, _conv(cfg, filters, in_channels=x.shape[-1]), cfg, cfg.encoder_activation, dropout)
             x = keras.layers.AveragePooling3D(2)(x)
         for _ in range(cfg.extra_convs):
             x = _block(x, _conv(cfg, filters), cfg, cfg.encoder_activation)
