@@ -24,9 +24,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest $(PYTEST_FLAGS) tests
 
-# Pyflakes, syntax and bugbear checks (closures in benchmark loops are called in the same iteration: B023).
+# Pyflakes, syntax and bugbear checks (closures in benchmark loops are called in the same iteration: B023), and no
+# import cycle inside the package, function-level imports included (scripts/check_imports.py).
 lint:
-	$(VENV)/bin/ruff check --quiet --select F,E9,B --ignore B905,B023 --line-length 120 poisson_tf tests benchmarks
+	$(VENV)/bin/ruff check --quiet --select F,E9,B --ignore B905,B023 --line-length 120 poisson_tf tests benchmarks scripts
+	$(PY) scripts/check_imports.py poisson_tf
 
 test-parallel:
 	$(HOROVODRUN) -np 2 -H localhost:2 $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel

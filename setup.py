@@ -4,9 +4,9 @@ import re
 
 from setuptools import find_packages, setup
 
-TENSORFLOW_VERSION = "2.18.1"  # Horovod 0.28.1 builds only against TF <= 2.18 (../shared/STACK.md)
+TENSORFLOW_VERSION = "2.18.1"  # Horovod 0.28.1 builds only against TF <= 2.18 (docs/performance.rst, "The stack")
 GPU = os.environ.get("POISSON_TF_DEVICE", "cpu").lower() == "gpu"
-# poisson_tf.pretrained.FILES (not imported here: setup.py runs before the package's dependencies exist).
+# poisson_tf.modeldir.SHIPPED_FILES (not imported here: setup.py runs before the package's dependencies exist).
 PRETRAINED_FILES = ("model.keras", "config.json", "val_samples.h5", "MODEL_CARD.md", "fingerprint.json")
 
 
@@ -22,7 +22,7 @@ setup(
     long_description=open(os.path.join(os.path.dirname(__file__), "README.rst")).read(),
     long_description_content_type="text/x-rst",
     packages=find_packages(include=["poisson_tf", "poisson_tf.*"]),
-    # The shipped solvers (poisson_tf/pretrained/<name>/, the files of poisson_tf.pretrained.FILES); MANIFEST.in
+    # The shipped solvers (poisson_tf/pretrained/<name>/, the files of poisson_tf.modeldir.SHIPPED_FILES); MANIFEST.in
     # puts them into the sdist too.
     package_data={"poisson_tf.pretrained": [f"*/{name}" for name in PRETRAINED_FILES]},
     python_requires=">=3.11,<3.13",
@@ -46,10 +46,10 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "poisson-tf-solve=poisson_tf.solve:run",
-            "poisson-tf-train=poisson_tf.train:run",
-            "poisson-tf-evaluate=poisson_tf.evaluate:run",
-            "poisson-tf-predict=poisson_tf.predict:run",
+            "poisson-tf-solve=poisson_tf.cli.solve:run",
+            "poisson-tf-train=poisson_tf.cli.train:run",
+            "poisson-tf-evaluate=poisson_tf.cli.evaluate:run",
+            "poisson-tf-predict=poisson_tf.cli.predict:run",
         ],
     },
 )

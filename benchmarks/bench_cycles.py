@@ -20,7 +20,7 @@ Timing: every (schedule, seed) is a single training run, deliberately ("repeats"
 are the replicates): train_seconds is the sum of its steps' seconds, the first steps (tracing, compile) included
 ("warmup": 0), as time to accuracy is what a run pays. step_seconds_times holds every step's seconds per level
 in order; median_step_seconds, per level, leaves out each level's first step ("step_warmup": 1).
-Cycles (multigrid.cycle_levels, level 0 the coarsest): V visits 2,1,0,1,2 at three levels, while W and F both
+Cycles (cycles.cycle_levels, level 0 the coarsest): V visits 2,1,0,1,2 at three levels, while W and F both
 visit 2,1,0,1,0,1,2 there: at three levels W and F are the same schedule (the same levels in the same order,
 one coarse revisit more than V), and with their equal fractions and revisit_lr_scale in SCHEDULES the same run
 (the earlier 16,32,64 records of w and f reached the same rel_l2 after the same voxels). They differ from four
@@ -66,13 +66,13 @@ SCHEDULES = {
 def visit_steps(name: str, total: int, levels: tuple, block: int = 16) -> tuple:
     """Steps of every level's visits such that the whole schedule trains about `total` steps (one cycle; whole
     blocks of `block` steps, at least one per visit)."""
-    from poisson_tf import multigrid
+    from poisson_tf import cycles
 
     spec = SCHEDULES[name]
     if spec["cycle.cycle"] == "single":
         return (total,)
     fractions = spec["fractions"]
-    visits = multigrid.cycle_levels(spec["cycle.cycle"], len(levels))
+    visits = cycles.cycle_levels(spec["cycle.cycle"], len(levels))
     share = [fractions[level] for level in visits]
     # whole blocks of `block` steps, so the plan's epochs stay that long (validation runs at epoch ends)
     return tuple(max(block, block * round(total * f / sum(share) / block)) for f in fractions)
@@ -103,12 +103,14 @@ def run(name: str, seed: int, args, val_coeffs) -> dict:
     import keras
     import numpy as np
 
-    from poisson_tf import inference, reference, trainer
+    from poisson_tf import inference
+    from poisson_tf import solvers
+    from poisson_tf import training
 
     cfg = make_config(name, args, seed, tempfile.mkdtemp(prefix=f"cycles_{name}_{seed}_"))
     plan = cfg.plan()
     finest = plan.resolutions[-1]
-    store = reference.ReferenceStore(args.reference_cache)
+    store = solvers.ReferenceStore(args.reference_cache)
     nu_val, u_ref = store.get_many(val_coeffs, cfg.data.eta, finest)  # solved (or read) before the clock starts
 
     class Recorder(keras.callbacks.Callback):
@@ -153,7 +155,7 @@ def run(name: str, seed: int, args, val_coeffs) -> dict:
                   f"{self.train_seconds:.0f} s, rel_l2 {np.mean(errors):.2%}", flush=True)
 
     recorder = Recorder()
-    trainer.train(cfg, extra_callbacks=[recorder])
+    training.train(cfg, extra_callbacks=[recorder])
     steps = {str(n): float(np.median(s[1:] or s)) for n, s in recorder.step_seconds.items()}
     return {"schedule": name, "seed": seed, "levels": list(plan.resolutions), "steps": plan.num_steps,
             "visits": [[v.resolution, v.epochs * plan.steps_per_epoch, v.global_batch_size, v.lr_scale]
@@ -326,7 +328,7 @@ def main() -> None:
                         help="compare with the single-level records of an earlier run with this --tag (the same "
                              "training config, validation settings and machine) instead of training them again")
     args = parser.parse_args()
-    from poisson_tf import data
+    from poisson_tf.training import data
 
     if args.baseline_tag and "single" in args.schedules.split(","):
         raise SystemExit(f"--baseline_tag={args.baseline_tag!r} takes single-level training from the stored "

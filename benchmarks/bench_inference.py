@@ -3,7 +3,7 @@ forward pass, for the solver to reach the network's rel_l2 (CG stopped there, se
 rtol 1e-10; and the warm start (the network's prediction as CG's initial guess) at rtol 1e-8.
 
 Usage: python benchmarks/bench_inference.py [--model_dir runs/demo] [--resolutions 32,64,128,256] [--samples 3]
-The solver is reference.solve's default (assembled AMG below 48^3, matrix-free GMG from 48^3). rel_l2 is against
+The solver is solvers.solve's default (assembled AMG below 48^3, matrix-free GMG from 48^3). rel_l2 is against
 the 1e-10 solution.
 Timing: the network is timed after a warm-up call (tracing), --repeats calls per field: network_seconds is
 their median and network_seconds_times every call's seconds (per_sample rows; at the top level one list per
@@ -30,26 +30,28 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from poisson_tf import data, fields, inference, reference
+    from poisson_tf import fields, inference
+    from poisson_tf.training import data
+    from poisson_tf import solvers
 
     model = inference.load_solver(args.model_dir)
     forward = tf.function(lambda nu: model(nu, training=False), reduce_retracing=True)
     coeffs = data.SampleSet.load(os.path.join(args.model_dir, "val_samples.h5")).coeffs[:args.samples]
     records = []
     for n in map(int, args.resolutions.split(",")):
-        reference.solve(fields.kl_diffusivity(coeffs[0], n), rtol=1e-2)  # the solver's warm-up, untimed
+        solvers.solve(fields.kl_diffusivity(coeffs[0], n), rtol=1e-2)  # the solver's warm-up, untimed
         rows = []
         for c in coeffs:
             nu = fields.kl_diffusivity(c, n)
             batch = tf.constant(nu[None, ..., None], tf.float32)
             network = _common.timing(lambda: forward(batch).numpy(), repeats=args.repeats, warmup=1)
             u = forward(batch).numpy()[0, ..., 0].astype(np.float64)
-            u_ref, tight = reference.solve(nu, rtol=1e-10)
+            u_ref, tight = solvers.solve(nu, rtol=1e-10)
             norm = np.linalg.norm(u_ref)
             error = float(np.linalg.norm(u - u_ref) / norm)
-            _, matched = reference.solve(nu, rtol=1e-10, stop=lambda v: np.linalg.norm(v - u_ref) <= error * norm)
-            _, cold = reference.solve(nu, rtol=1e-8)
-            _, warm = reference.solve(nu, rtol=1e-8, x0=u)
+            _, matched = solvers.solve(nu, rtol=1e-10, stop=lambda v: np.linalg.norm(v - u_ref) <= error * norm)
+            _, cold = solvers.solve(nu, rtol=1e-8)
+            _, warm = solvers.solve(nu, rtol=1e-8, x0=u)
             rows.append({"network_seconds": network["median"], "network_seconds_times": network["times"],
                          "network_rel_l2": error,
                          "solver_method": tight.method, "solver_seconds_1e10": tight.seconds,

@@ -27,14 +27,15 @@ def child(kind: str, n: int, precision: str, preset: str, repeats: int) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from poisson_tf import config, fields, models, trainer
+    from poisson_tf import config, fields, models
+    from poisson_tf.training import step
 
     keras.mixed_precision.set_dtype_policy(config.PRECISIONS[precision])
     network = models.build_model(preset)
     nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(1, seed=0)[0], n, dtype=np.float32)[None, ..., None])
     record = {"kind": kind, "resolution": n, "voxels": n ** 3, "precision": precision, "preset": preset}
     if kind == "train":
-        energy_trainer = trainer.EnergyTrainer(network)
+        energy_trainer = step.EnergyTrainer(network)
         energy_trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
         ds = tf.data.Dataset.from_tensors(nu).repeat()
         clock = _common.step_clock(WARMUP_STEPS)

@@ -1,7 +1,7 @@
 """Forward and training-step time and peak memory per preset and resolution (one process each).
 
 Usage: python benchmarks/bench_models.py [--presets small,reference] [--resolutions 32,64,128] [--batch 1]
-The training step (forward, backward and the Adam update) is the package's own: trainer.make_train_step.
+The training step (forward, backward and the Adam update) is the package's own: step.make_train_step.
 Both are timed after one warm-up call (tracing), --repeats calls each: forward_seconds and step_seconds are
 medians, forward_seconds_times and step_seconds_times every call's seconds.
 """
@@ -18,12 +18,13 @@ def child(preset: str, n: int, batch: int, repeats: int) -> None:
     import keras
     import tensorflow as tf
 
-    from poisson_tf import fields, models, trainer
+    from poisson_tf import fields, models
+    from poisson_tf.training import step
 
     network = models.build_model(preset)
     nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(batch, seed=0), n)[..., None], tf.float32)
     forward = tf.function(lambda: network(nu, training=False))
-    step = trainer.make_train_step(network, keras.optimizers.Adam(1e-3))
+    step = step.make_train_step(network, keras.optimizers.Adam(1e-3))
 
     fwd = _common.timing(forward, repeats=repeats)
     inference_peak = _common.peak_rss_gib()  # ru_maxrss only grows: measured before any training step

@@ -47,7 +47,9 @@ def main() -> None:
     if args.inter_op_threads is not None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
-    from poisson_tf import data, models, trainer
+    from poisson_tf import models
+    from poisson_tf.training import data
+    from poisson_tf.training import step
 
     k = args.steps_per_execution
     if k < 1 or args.warmup % k or args.steps % k:
@@ -69,7 +71,7 @@ def main() -> None:
         pipeline = len(batch_times) * args.batch / sum(batch_times)
 
         network = models.build_model(args.preset)
-        energy_trainer = trainer.EnergyTrainer(network)
+        energy_trainer = step.EnergyTrainer(network)
         energy_trainer.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=k)
         clock = _common.step_clock(args.warmup // k)
         energy_trainer.fit(ds, steps_per_epoch=args.warmup + args.steps, epochs=1, verbose=0, callbacks=[clock])

@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_precision.py [--precisions float32,bfloat16] [--l
 On CPU the trainer refuses 16-bit training; this script overrides that check to measure why (a run that
 diverges is recorded as such, with the error).
 A single run per precision, deliberately (a whole training; "repeats": 1, "warmup": 0 in the record):
-train_seconds is the wall time of trainer.train, start-up (tracing, data generation) and validation included,
+train_seconds is the wall time of training.train, start-up (tracing, data generation) and validation included,
 and train_seconds_times holds that one run.
 """
 import argparse
@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--epochs_per_visit", default="20,10,8")
     args = parser.parse_args()
     os.environ["POISSON_TF_ALLOW_CPU_MIXED_PRECISION"] = "1"
-    from poisson_tf import config, trainer
+    from poisson_tf import config
+    from poisson_tf import training
 
     levels = tuple(int(x) for x in args.levels.split(","))
     epochs = tuple(int(x) for x in args.epochs_per_visit.split(","))
@@ -37,7 +38,7 @@ def main() -> None:
         start = time.perf_counter()
         record = {"precision": precision, "levels": list(levels), "epochs_per_visit": list(epochs)}
         try:
-            v = trainer.train(cfg)["validation"]
+            v = training.train(cfg)["validation"]
             record.update(diverged=False, rel_l2=v[f"eval/res{levels[-1]}/rel_l2"],
                           energy_gap=v[f"eval/res{levels[-1]}/energy_gap"])
         except RuntimeError as e:

@@ -80,16 +80,17 @@ def parse_onednn_verbose(lines) -> list:
 
 
 def build_step(preset: str, resolution: int, batch: int, precision: str = "float32"):
-    """The package's train step (trainer.make_train_step) for `preset` in `precision` (a config.PRECISIONS
+    """The package's train step (step.make_train_step) for `preset` in `precision` (a config.PRECISIONS
     name), and a function running it once on a fixed KL batch (it waits for the step to finish)."""
     import keras
     import tensorflow as tf
 
-    from poisson_tf import config, fields, models, trainer
+    from poisson_tf import config, fields, models
+    from poisson_tf.training import step
 
     keras.mixed_precision.set_dtype_policy(config.PRECISIONS[precision])
 
-    train_step = trainer.make_train_step(models.build_model(preset), keras.optimizers.Adam(1e-3))
+    train_step = step.make_train_step(models.build_model(preset), keras.optimizers.Adam(1e-3))
     nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(batch, seed=0), resolution)[..., None], tf.float32)
     return lambda: float(train_step(nu)["loss"])
 

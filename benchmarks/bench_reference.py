@@ -9,7 +9,7 @@ and where AMG ran too, records the relative difference of the two solutions. GMG
 estimate (gmg.memory_estimate) next to the measured peak.
 Timing: each solve is a single run, deliberately ("repeats": 1 in the record: from 256^3 on one solve takes a
 minute or more, and the fresh process's peak memory is the point); seconds and setup_seconds are the solver's
-own (reference.SolveRecord) and seconds_times holds that one run. It follows one untimed warm-up solve of the
+own (solvers.SolveRecord) and seconds_times holds that one run. It follows one untimed warm-up solve of the
 same sample and method at min(N, WARMUP_RESOLUTION)^3 ("warmup": 1, "warmup_resolution"), so the timed solve
 does not pay the process's first-call costs (lazy imports, thread pools) while its peak memory stays its own.
 Targets (issue 12): 256^3 < 10 min and < 8 GiB; 512^3 < 60 min and < 20 GiB; iterations roughly independent of N
@@ -45,14 +45,16 @@ def coefficients(sample: str):
 def child(resolution: int, method: str, sample: str, rtol: float, solution_path: str) -> None:
     import numpy as np
 
-    from poisson_tf import fields, gmg, reference
+    from poisson_tf import fields
+    from poisson_tf.solvers import gmg
+    from poisson_tf import solvers
 
     coeffs = coefficients(sample)
     nu = fields.kl_diffusivity(coeffs, resolution)
     contrast = float(nu.max() / nu.min())
     warmup_resolution = min(resolution, WARMUP_RESOLUTION)
-    reference.solve(fields.kl_diffusivity(coeffs, warmup_resolution), rtol=rtol, method=method)  # untimed
-    u, record = reference.solve(nu, rtol=rtol, method=method)
+    solvers.solve(fields.kl_diffusivity(coeffs, warmup_resolution), rtol=rtol, method=method)  # untimed
+    u, record = solvers.solve(nu, rtol=rtol, method=method)
     out = dict(record.as_dict(), sample=sample, coeffs=[float(c) for c in coeffs], contrast=contrast,
                unknowns=(resolution - 2) * resolution ** 2)
     out.update(seconds_times=[out["seconds"]], repeats=1, warmup=1, warmup_resolution=warmup_resolution)

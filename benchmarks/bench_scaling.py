@@ -29,17 +29,18 @@ def child(args) -> None:
     import keras
     import tensorflow as tf
 
-    from poisson_tf import fields, models, trainer
+    from poisson_tf import fields, models
+    from poisson_tf.training import step
 
     keras.utils.set_random_seed(0)
     per_worker = distributed.split_batch(args.global_batch)
     coeffs = fields.sample_coeffs(args.global_batch, seed=1)[distributed.rank() * per_worker:][:per_worker]
     nu = tf.constant(fields.kl_diffusivity(coeffs, args.resolution)[..., None], tf.float32)
     network = models.build_model(args.preset)
-    with_allreduce = trainer.make_train_step(network, keras.optimizers.Adam(1e-3))
+    with_allreduce = step.make_train_step(network, keras.optimizers.Adam(1e-3))
     reduce = distributed.allreduce_gradients
     distributed.allreduce_gradients = list  # traced below without the allreduce (timing only)
-    without_allreduce = trainer.make_train_step(models.build_model(args.preset), keras.optimizers.Adam(1e-3))
+    without_allreduce = step.make_train_step(models.build_model(args.preset), keras.optimizers.Adam(1e-3))
     without_allreduce(nu)
     distributed.allreduce_gradients = reduce
 

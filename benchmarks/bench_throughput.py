@@ -3,7 +3,7 @@ matmul's FLOP/s measured in the same run (their ratio is the model's efficiency)
 
 Usage: python benchmarks/bench_throughput.py [--presets small,reference] [--resolutions 32,64] [--precisions float32,bfloat16]
 FLOPs per voxel are counted from the layers (models.flops_per_voxel); a training step is taken as 3x forward.
-The step timed is the package's own (trainer.make_train_step: the train step fit runs). Both the step and the
+The step timed is the package's own (step.make_train_step: the train step fit runs). Both the step and the
 matmul are timed after one warm-up call (tracing), --repeats calls each: step_seconds and matmul_seconds are
 medians, step_seconds_times and matmul_seconds_times every call's seconds.
 """
@@ -37,7 +37,8 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from poisson_tf import config, fields, models, trainer
+    from poisson_tf import config, fields, models
+    from poisson_tf.training import step
 
     matmul = {p: matmul_timing(tf.float32 if p == "float32" else tf.bfloat16, args.repeats)
               for p in args.precisions.split(",")}
@@ -48,7 +49,7 @@ def main() -> None:
         for preset in args.presets.split(","):
             network = models.build_model(preset)
             flops = models.flops_per_voxel(network)
-            step = trainer.make_train_step(network, keras.optimizers.Adam(1e-3))
+            step = step.make_train_step(network, keras.optimizers.Adam(1e-3))
             for n in map(int, args.resolutions.split(",")):
                 nu = tf.constant(fields.kl_diffusivity(fields.sample_coeffs(args.batch, seed=0), n)[..., None],
                                  tf.float32)

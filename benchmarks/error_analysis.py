@@ -56,22 +56,23 @@ def field_analysis(u: np.ndarray, u_ref: np.ndarray, nu: np.ndarray) -> dict:
 
 
 def analyse(model_dir: str, resolution: int, samples_path: str, num_samples: int, cache: str) -> dict:
-    from poisson_tf import config, data, distributed, evaluation, inference, metrics, pretrained, reference
+    from poisson_tf import distributed, inference, metrics, modeldir, pretrained, scoring, solvers
+    from poisson_tf.training import data
 
     model_dir = pretrained.resolve_model_dir(model_dir)
-    cfg = config.TrainConfig.load(model_dir)
+    cfg = modeldir.load_config(model_dir)
     cfg.model.check_resolution(resolution)
     samples = data.SampleSet.load(samples_path or os.path.join(model_dir, "val_samples.h5"),
                                   num_terms=cfg.data.num_terms)
     coeffs = samples.coeffs[:num_samples or None]
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     model = inference.load_solver(model_dir)
-    store = reference.ReferenceStore(cache or cfg.run.reference_cache)
+    store = solvers.ReferenceStore(cache or cfg.run.reference_cache)
     rows, model_parts, base_parts = [], [], []
     for i, c in enumerate(coeffs):
         nu, u_ref = store.get(c, samples.eta, resolution)
         u = np.asarray(inference.predict(model, nu[None]), np.float64)[0]
-        base = evaluation.linear_baseline(nu[None])[0]
+        base = scoring.linear_baseline(nu[None])[0]
         m, b = (per_sample[0] for per_sample in metrics.compare_fields([u[None], base[None]], u_ref[None], nu[None]))
         model_parts.append(field_analysis(u, u_ref, nu))
         base_parts.append(field_analysis(base, u_ref, nu))

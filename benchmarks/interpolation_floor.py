@@ -44,15 +44,16 @@ def main() -> None:
     parser.add_argument("--num_samples", type=int, default=0, help="first fields of the set (0: all)")
     parser.add_argument("--reference_cache", default="", help="reference cache directory (default: the user's)")
     args = parser.parse_args()
-    from poisson_tf import config, data, fields, pretrained, reference
+    from poisson_tf import fields, modeldir, pretrained, solvers
+    from poisson_tf.training import data
 
     model_dir = pretrained.resolve_model_dir(args.model_dir)
-    cfg = config.TrainConfig.load(model_dir)
+    cfg = modeldir.load_config(model_dir)
     targets = [fields.check_resolution(int(n)) for n in args.targets.split(",")]
     fields.check_resolution(args.source)
     samples = data.SampleSet.load(os.path.join(model_dir, "val_samples.h5"), num_terms=cfg.data.num_terms)
     coeffs = samples.coeffs[:args.num_samples or None]
-    store = reference.ReferenceStore(args.reference_cache)
+    store = solvers.ReferenceStore(args.reference_cache)
     records = []
     for target in targets:
         per_field = floor(coeffs, samples.eta, args.source, target, store)

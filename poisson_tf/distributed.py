@@ -1,19 +1,20 @@
 """Horovod adapter for Keras 3: the only module that imports horovod; size() == 1 when not launched.
 
 horovod.tensorflow.keras does not work with Keras 3 (its DistributedOptimizer silently skips averaging),
-so this module uses Horovod's core TensorFlow ops on the underlying tf.Variables (../shared/STACK.md).
+so this module uses Horovod's core TensorFlow ops on the underlying tf.Variables (docs/performance.rst, "Horovod
+on Keras 3"). It holds the collectives and the chief helpers; the data-parallel train step that uses them is
+training/step.py.
 """
 from __future__ import annotations
 
 import os
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-# The command lines ask launched() before they import TensorFlow, so it lives in the framework-free cli module.
-from poisson_tf.cli import launched
+# The command lines ask launched() before they import TensorFlow, so it lives in the framework-free hardware module.
+from poisson_tf.hardware import launched
 
 try:  # Horovod is optional: a laptop user can train and predict single-process before building it.
     import horovod.tensorflow as hvd
@@ -32,8 +33,7 @@ def init(intra_op_threads: int | None = None, inter_op_threads: int | None = Non
     Safe to call more than once. Without a launcher, or without Horovod installed, the process runs alone
     (size() == 1) and nothing here needs MPI.
 
-    Several ranks on one host share it without fighting over cores (measured: 2 ranks on 2 cores went from
-    0.75x to >= 1.0x the throughput of one 2-thread process, benchmarks/bench_scaling.py): OpenMPI yields
+    Several ranks on one host share it without fighting over cores (benchmarks/results/scaling.jsonl): OpenMPI yields
     instead of busy-polling while a rank waits (OMPI_MCA_mpi_yield_when_idle=1, unless set; with it Horovod
     negotiates every 0.1 ms, HOROVOD_CYCLE_TIME), and ranks the launcher left unbound took disjoint slices of
     the host's cores when poisson_tf was imported (hardware.bind_local_rank).
@@ -223,57 +223,6 @@ def split_batch(global_batch_size: int) -> int:
     return global_batch_size // workers
 
 
-class DataParallelTrainer(keras.Model):
-    """Trains `network` on `loss_fn` with gradients and logged loss averaged over all workers.
-
-    Keras 3 replacement for hvd.DistributedOptimizer: train_step computes the per-worker mean loss, averages
-    the gradients with one grouped allreduce, applies them, and logs the worker-averaged loss, so every
-    worker makes the same update and History/TensorBoard see global values. Use with BroadcastCallback.
-
-    Args:
-      network: the Keras model being trained (its weights are the ones updated and saved).
-      loss_fn: loss_fn(network, batch, training) -> per-sample losses [B] (or a scalar).
-    """
-
-    def __init__(self, network: keras.Model, loss_fn, **kwargs):
-        super().__init__(**kwargs)
-        self.network = network
-        self.loss_fn = loss_fn
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-
-    def call(self, inputs, training=False):
-        return self.network(inputs, training=training)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
-
-    def compile(self, optimizer, **kwargs):
-        # XLA cannot compile Horovod's ops; Keras' "auto" would turn XLA on for GPUs.
-        kwargs.setdefault("jit_compile", False)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def _mean_loss(self, batch, training):
-        return tf.reduce_mean(tf.cast(self.loss_fn(self.network, batch, training), tf.float32))
-
-    def train_step(self, batch):
-        variables = self.network.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = self._mean_loss(batch, True)
-            scaled = self.optimizer.scale_loss(loss)  # float16: LossScaleOptimizer scales; identity otherwise
-        # Horovod: averaged (still scaled) gradients; the optimizer's apply unscales and skips non-finite steps,
-        # the same decision on every worker since all hold the same averaged gradients.
-        grads = allreduce_gradients(tape.gradient(scaled, variables))
-        self.optimizer.apply(grads, variables)
-        loss = allreduce_mean(loss)  # Horovod: the global-batch loss
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result(), "batch_loss": loss}
-
-    def test_step(self, batch):
-        self.loss_tracker.update_state(allreduce_mean(self._mean_loss(batch, False)))
-        return {"loss": self.loss_tracker.result()}
-
-
 def seed_per_rank(model) -> None:
     """Gives each worker its own random stream (dropout masks) after a broadcast made all the same: rank r adds
     r * _SEED_STRIDE to the seed of every Keras SeedGenerator. Rank 0 keeps the single-process stream, and the
@@ -286,13 +235,3 @@ def seed_per_rank(model) -> None:
             state = np.array(v.numpy())
             state[0] = (int(state[0]) + rank() * _SEED_STRIDE) % 2 ** 31
             v.assign(state)
-
-
-class BroadcastCallback(keras.callbacks.Callback):
-    """At the start of fit, copies rank 0's network weights and optimizer state to every worker, then gives
-    every worker its own dropout stream (seed_per_rank)."""
-
-    def on_train_begin(self, logs=None):
-        network = getattr(self.model, "network", self.model)
-        broadcast_model(network, self.model.optimizer)
-        seed_per_rank(network)  # Horovod: identical weights, different dropout masks

@@ -1,4 +1,4 @@
-"""Q1 finite-element energy of DESIGN.md section 4 in TensorFlow: the data-free training loss."""
+"""Q1 finite-element energy of docs/design.rst s.4 in TensorFlow: the data-free training loss."""
 from __future__ import annotations
 
 import functools
@@ -98,7 +98,7 @@ def energy(u, nu, f=None) -> tf.Tensor:
     """Discrete energy J(u) = sum_e sum_q detJ [1/2 nu_q |grad u_q|^2 - f_q u_q] per sample.
 
     J is the true integral (Gauss weights 1, detJ = (h/2)^3), so it is resolution-stable; with f = 0 and
-    u the discrete minimizer, 2 J equals the flux through x = 0 (DESIGN.md s.4).
+    u the discrete minimizer, 2 J equals the flux through x = 0 (docs/design.rst s.4).
 
     Args:
       u: [B, N, N, N, 1] nodal solution, float32, bfloat16 or float16.

@@ -1,4 +1,4 @@
-"""Karhunen-Loeve diffusivity family nu(x, y, z; w) of DESIGN.md section 3, in numpy and TensorFlow."""
+"""Karhunen-Loeve diffusivity family nu(x, y, z; w) of docs/design.rst s.3, in numpy and TensorFlow."""
 from __future__ import annotations
 
 import functools
@@ -118,7 +118,7 @@ def _check_coeffs(coeffs) -> np.ndarray:
 
 
 def kl_diffusivity(coeffs, resolution: int, eta: float = DEFAULT_ETA, dtype=np.float64) -> np.ndarray:
-    """nu = exp(sum_i w_i lambda_i^(3/2) phi_i(x) phi_i(y) phi_i(z)) at the N^3 grid nodes (DESIGN.md s.3).
+    """nu = exp(sum_i w_i lambda_i^(3/2) phi_i(x) phi_i(y) phi_i(z)) at the N^3 grid nodes (docs/design.rst s.3).
 
     Vectorized through the separable products: one outer product per KL term.
 
@@ -184,7 +184,7 @@ def sample_coeffs(num_samples: int, num_terms: int = DEFAULT_NUM_TERMS, method: 
       num_terms: m.
       method: "uniform" (i.i.d.) or "sobol" (scrambled Sobol sequence, scipy.stats.qmc).
       seed: RNG seed; the same seed gives the same vectors.
-      bound: half-width of the box (3 by DESIGN.md).
+      bound: half-width of the box (3 by docs/design.rst).
       skip: for "sobol", how many leading points of the sequence to skip (so that disjoint sets can be
         drawn from one sequence); for "uniform", how many vectors to draw and discard first.
 

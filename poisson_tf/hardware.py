@@ -50,10 +50,21 @@ def check_onednn() -> None:
                       f"set {ONEDNN_VARIABLE}=1 before starting Python.", stacklevel=2)
 
 
+#: Environment variables set by the launchers this package supports (horovodrun with MPI or Gloo, mpirun, srun).
+_LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 #: (local rank, ranks on this host) variables of the launchers poisson_tf supports, set before Python starts.
 _LOCAL_RANK_VARIABLES = (("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),  # mpirun, horovodrun
                          ("HOROVOD_LOCAL_RANK", "HOROVOD_LOCAL_SIZE"),                  # horovodrun --gloo
                          ("SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"))                    # srun
+
+
+def launched() -> bool:
+    """True when this process was started by horovodrun, mpirun or srun (or POISSON_TF_HOROVOD=1)."""
+    if os.environ.get("POISSON_TF_HOROVOD") == "1":
+        return True
+    if os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_PROCID" in os.environ:
+        return True
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
 
 
 def usable_cpus() -> list:

@@ -1,4 +1,4 @@
-"""HDF5 field files (nu, u, u_ref) with an XDMF sidecar for ParaView (DESIGN.md section 9), written atomically."""
+"""HDF5 field files (nu, u, u_ref) with an XDMF sidecar for ParaView (docs/design.rst s.9), written atomically."""
 from __future__ import annotations
 
 import os

@@ -1,81 +1,34 @@
-"""Using a trained solver: load it from a model_dir, check inputs, predict fields, export a SavedModel."""
+"""Using a trained solver: load it from an opened model_dir, check inputs, predict fields, export a SavedModel."""
 from __future__ import annotations
-
-import os
-import zipfile
-import zlib
 
 import numpy as np
 
-from poisson_tf import config, fields
-
-MODEL_FILE = "model.keras"
+from poisson_tf import config, fields, modeldir
 
 
-def load_solver(model_dir: str):
-    """The trained Keras solver of a model_dir (model.keras), loaded in Keras' safe mode; a shipped solver
-    (a model_dir with a fingerprint.json) only after its fingerprint check.
+def load_solver(model_dir: str | modeldir.ModelDir):
+    """The trained Keras solver of a model_dir (model.keras), loaded in Keras' safe mode; a shipped solver only
+    after its fingerprint check (files when the model_dir is opened, the network's architecture here).
+
+    Args:
+      model_dir: a modeldir.ModelDir (opened and verified once by the caller) or a path, opened here.
 
     Raises:
       ValueError: when model_dir does not exist, holds no trained model, its model.keras is damaged, or it
         does not match its fingerprint.
     """
-    path = check_model_dir(model_dir)
+    opened = model_dir if isinstance(model_dir, modeldir.ModelDir) else modeldir.open_model_dir(model_dir)
     import keras
 
-    from poisson_tf import models, pretrained  # noqa: F401  (models registers the custom layers)
+    from poisson_tf import models
 
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(opened.model_path, compile=False, safe_mode=True)
     except Exception as e:  # Keras reports a damaged archive in many ways (ValueError, OSError, KeyError, ...)
-        raise ValueError(f"cannot load {path}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
-    if pretrained.has_fingerprint(model_dir):
-        pretrained.verify_model(model, model_dir)
+        raise ValueError(f"cannot load {opened.model_path}: {type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:300]}") from None
+    opened.check_network(model.count_params(), models.resolution_multiple(model), models.working_resolution(model))
     return model
-
-
-def check_model_dir(model_dir: str) -> str:
-    """Returns model_dir's model.keras path after the checks that need no framework: the directory exists and
-    holds a model.keras that is a whole .keras archive (a zip with its config and weights), and a shipped
-    solver's files match its fingerprint.json (pretrained.verify_files).
-
-    Raises:
-      ValueError: naming what is missing, damaged or changed.
-    """
-    path = os.path.join(model_dir, MODEL_FILE)
-    if not os.path.isdir(model_dir):
-        raise ValueError(f"model_dir {model_dir!r} does not exist" if not os.path.exists(model_dir) else
-                         f"model_dir {model_dir!r} is a file, not a directory")
-    if not os.path.isfile(path):
-        raise ValueError(f"model_dir {model_dir!r} holds no trained model ({MODEL_FILE}); train one with "
-                         f"poisson-tf-train --model_dir={model_dir} (a run writes it when its cycle completes)")
-    from poisson_tf import pretrained
-
-    if pretrained.has_fingerprint(model_dir):  # first: a changed shipped file is named as such, not as damage
-        pretrained.verify_files(model_dir)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names, damaged = set(archive.namelist()), archive.testzip()
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as e:
-        raise ValueError(f"{path} is damaged (not a .keras archive: {e})") from None
-    if damaged is not None or not {"config.json", "model.weights.h5"} <= names:
-        raise ValueError(f"{path} is damaged ({'a bad member ' + damaged if damaged else 'members missing'}); "
-                         "train again or restore it from a copy")
-    return path
-
-
-def resolution_multiple(model) -> int:
-    """The N every input must be a multiple of (2**depth; 1 for a network with a working resolution), read from
-    the model's feature layer."""
-    return int(model.get_layer("features").multiple)
-
-
-def working_resolution(model) -> int:
-    """The N the model's U-Net runs at whatever the input's (its to_working_resolution layer), or 0."""
-    try:
-        return int(model.get_layer("to_working_resolution").size)
-    except ValueError:  # no such layer: fully convolutional
-        return 0
 
 
 def check_input(nu: np.ndarray, depth: int) -> np.ndarray:
@@ -94,7 +47,9 @@ def predict(model, nu: np.ndarray, batch_size: int = 1, progress: bool = False) 
     import tensorflow as tf
 
     config.require(batch_size >= 1, "batch_size", batch_size, ">= 1")
-    batch = check_input(nu, resolution_multiple(model).bit_length() - 1)
+    from poisson_tf import models
+
+    batch = check_input(nu, models.resolution_multiple(model).bit_length() - 1)
     bar = None
     if progress and len(batch) > batch_size:
         import keras

@@ -1,4 +1,4 @@
-"""Evaluation metrics of DESIGN.md section 6, per sample: rel_l2, max_abs, energy_gap, flux_error."""
+"""Evaluation metrics of docs/design.rst s.6, per sample: rel_l2, max_abs, energy_gap, flux_error."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -17,11 +17,11 @@ def _fields(x) -> np.ndarray:
 def energy_and_flux(stiffness, u: np.ndarray):
     """(J(u), F(u)) from one application of the operator, in float64 (f = 0).
 
-    J = 1/2 u . K u (DESIGN.md s.4) and F = sum over the x = 0 nodes of (K u)_i, the reaction flux through
+    J = 1/2 u . K u (docs/design.rst s.4) and F = sum over the x = 0 nodes of (K u)_i, the reaction flux through
     x = 0 (dJ/du = K u); for the discrete solution F = 2 J, the effective diffusivity.
 
     Args:
-      stiffness: a gmg.Stiffness of nu (float64).
+      stiffness: a solvers.operator.Stiffness of nu (float64).
       u: [N, N, N] nodal field.
     """
     ku = stiffness.apply(u)
@@ -45,7 +45,7 @@ def field_metrics(u, u_ref, nu) -> list:
     """Per-sample metrics of predictions against reference solutions.
 
     J and the reaction flux come from one float64 matrix-free application of the stiffness operator per field
-    (gmg.Stiffness, weights recomputed from nu on the fly), so a 512^3 sample needs a few N^3 arrays.
+    (solvers.operator.Stiffness, weights recomputed from nu on the fly), so a 512^3 sample needs a few N^3 arrays.
 
     Args:
       u, u_ref, nu: [B, N, N, N] or [B, N, N, N, 1] arrays (u_ref the reference solution of the same nu).
@@ -65,7 +65,7 @@ def compare_fields(candidates: Sequence, u_ref, nu) -> list:
     Returns:
       one list of per-sample dicts per candidate, in order.
     """
-    from poisson_tf import gmg
+    from poisson_tf.solvers.operator import Stiffness
 
     candidates, u_ref, nu = [_fields(u) for u in candidates], _fields(u_ref), _fields(nu)
     for i, u in enumerate(candidates):
@@ -75,7 +75,7 @@ def compare_fields(candidates: Sequence, u_ref, nu) -> list:
                              f"[B, N, N, N] or [B, N, N, N, 1]")
     out = [[] for _ in candidates]
     for b in range(len(u_ref)):
-        stiffness = gmg.Stiffness(nu[b])
+        stiffness = Stiffness(nu[b])
         j_ref, f_ref = energy_and_flux(stiffness, u_ref[b])
         for u, rows in zip(candidates, out):
             j_u, f_u = energy_and_flux(stiffness, u[b])

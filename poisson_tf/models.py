@@ -338,6 +338,20 @@ def build_model(cfg: ModelConfig | str = "small", name: str = "poisson_unet") ->
     return keras.Model(nu, DirichletPlanes(name="dirichlet", dtype="float32")(u), name=name)
 
 
+def resolution_multiple(model: keras.Model) -> int:
+    """The N every input of a built network must be a multiple of (2**depth; 1 for a network with a working
+    resolution), read from its feature layer."""
+    return int(model.get_layer("features").multiple)
+
+
+def working_resolution(model: keras.Model) -> int:
+    """The N a built network's U-Net runs at whatever the input's (its to_working_resolution layer), or 0."""
+    try:
+        return int(model.get_layer("to_working_resolution").size)
+    except ValueError:  # no such layer: fully convolutional
+        return 0
+
+
 def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
     """FLOPs of one forward pass per input voxel, counted from the convolution layers.
 
@@ -353,9 +367,7 @@ def flops_per_voxel(model: keras.Model, probe: int | None = None) -> float:
 
     convs = [layer for layer in model.layers
              if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose, UpsampleConv3D))]
-    from poisson_tf import inference  # the readers of a built model's working resolution and multiple
-
-    n = inference.working_resolution(model) or probe or 2 * inference.resolution_multiple(model)
+    n = working_resolution(model) or probe or 2 * resolution_multiple(model)
     outputs = keras.Model(model.inputs, [layer.output for layer in convs])(tf.ones([1, n, n, n, 1]))
     total = 0.0
     for layer, out in zip(convs, outputs if isinstance(outputs, (list, tuple)) else [outputs]):

@@ -1,4 +1,4 @@
-"""Trilinear (Q1) hexahedron tables shared by the TensorFlow loss and the sparse reference (DESIGN.md s.4).
+"""Trilinear (Q1) hexahedron tables shared by the TensorFlow loss and the sparse reference (docs/design.rst s.4).
 
 Local node a = 4*i + 2*j + k for the element corner (i, j, k) in {0, 1}^3 (C order, matching a 2x2x2
 convolution kernel); Gauss point q is numbered the same way over the points (1 -+ 1/sqrt(3)) / 2.

@@ -7,11 +7,15 @@ Usage: python scripts/ship_pretrained.py --model_dir=RUN --name=kl_small [--repo
            [--model_dir=RUN]   (rewrites MODEL_CARD.md only, e.g. after evaluating the shipped solver)
 
 Copies RUN's model.keras and config.json, writes a held-out sample set, fingerprint.json and MODEL_CARD.md
-(poisson_tf.pretrained.ship); then commit poisson_tf/pretrained/<name>/.
+(scripts/shipping.py); then commit poisson_tf/pretrained/<name>/.
 """
+import os
+import sys
+
 from absl import flags
 
-from poisson_tf import cli
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from poisson_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "The finished poisson-tf-train run to ship (with --card_only: its "
@@ -27,10 +31,9 @@ flags.DEFINE_string("root", None, "Directory of the shipped solvers (default: th
 
 def main(argv):
     del argv
-    import os
+    import shipping as ship
 
     from poisson_tf import pretrained
-    from poisson_tf.pretrained import ship
 
     root = FLAGS.root or pretrained.ROOT
     if FLAGS.card_only:

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from fault_helpers import digest_tree, error_lines, flip_byte, run_cli
-from poisson_tf import checkpoint, trainer
-from poisson_tf.pretrained import ship
+import shipping
+from poisson_tf.training import checkpoint
+from poisson_tf import training
 from train_helpers import tiny_config
 
 COMMANDS = {"train": "poisson-tf-train", "predict": "poisson-tf-predict", "evaluate": "poisson-tf-evaluate",
@@ -124,7 +125,7 @@ def world(tmp_path_factory):
     """A trained run and every kind of bad input beside it."""
     w = tmp_path_factory.mktemp("world")
     run = w / "run"
-    trainer.train(tiny_config(run, w / "refs", cycle__cycle="single", cycle__levels=(8,)))
+    training.train(tiny_config(run, w / "refs", cycle__cycle="single", cycle__levels=(8,)))
     (run / "eval").mkdir()
     (run / "eval" / "report.json").write_text('{"a": "good report"}')
     (w / "afile").write_text("not a directory, not HDF5")
@@ -142,7 +143,7 @@ def world(tmp_path_factory):
             path = w / "model_only" / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     (w / "locked").mkdir()
-    ship.ship(str(run), "tampered", root=str(w))
+    shipping.ship(str(run), "tampered", root=str(w))
     model = (w / "tampered" / "model.keras").read_bytes()
     (w / "tampered" / "model.keras").write_bytes(model[:len(model) // 2] + bytes([model[len(model) // 2] ^ 0x5A])
                                                  + model[len(model) // 2 + 1:])

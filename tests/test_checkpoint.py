@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fault_helpers import flip_byte
-from poisson_tf import checkpoint, models
+from poisson_tf import modeldir, models
+from poisson_tf.training import checkpoint
 from train_helpers import tiny_config
 
 
@@ -32,18 +33,18 @@ def two_checkpoints(model_dir):
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_and_says_so(tmp_path, capsys):
     checkpointer, first = two_checkpoints(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [checkpoint.CHECKPOINT_FILE, checkpoint.PREVIOUS_FILE]
+    assert sorted(os.listdir(tmp_path)) == [checkpoint.CHECKPOINT_FILE, modeldir.PREVIOUS_CHECKPOINT_FILE]
     assert checkpointer.load()[1] == {"epoch": 1, "restored_from": checkpoint.CHECKPOINT_FILE}
     flip_byte(tmp_path / checkpoint.CHECKPOINT_FILE, "network/00000")
     network, optimizer = build()
     network.variables[0].assign(network.variables[0] * 0)
     state = checkpointer.restore(network, optimizer)
-    assert state["epoch"] == 0 and state["restored_from"] == checkpoint.PREVIOUS_FILE
+    assert state["epoch"] == 0 and state["restored_from"] == modeldir.PREVIOUS_CHECKPOINT_FILE
     assert "checkpoint.h5 does not match its checksum" in state["fallback_reason"]
     assert "resumed from checkpoint.previous.h5 (epoch 0) instead" in capsys.readouterr().err
     for got, want in zip(network.get_weights(), first):
         np.testing.assert_array_equal(got, want)
-    flip_byte(tmp_path / checkpoint.PREVIOUS_FILE, "network/00001")
+    flip_byte(tmp_path / modeldir.PREVIOUS_CHECKPOINT_FILE, "network/00001")
     with pytest.raises(ValueError, match="checkpoint.previous.h5 does not match its checksum.*no intact checkpoint"):
         checkpointer.load()
 
@@ -51,7 +52,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_and_says_so(
 def test_a_crash_between_the_two_renames_leaves_the_previous_checkpoint(tmp_path):
     checkpointer, _ = two_checkpoints(tmp_path)
     os.remove(tmp_path / checkpoint.CHECKPOINT_FILE)
-    assert checkpointer.load()[1] == {"epoch": 0, "restored_from": checkpoint.PREVIOUS_FILE}
+    assert checkpointer.load()[1] == {"epoch": 0, "restored_from": modeldir.PREVIOUS_CHECKPOINT_FILE}
 
 
 def test_non_finite_weights_are_refused(tmp_path):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from poisson_tf import config
+from poisson_tf import config, modeldir
 
 
 def test_importing_config_loads_neither_tensorflow_nor_keras():
@@ -49,8 +49,8 @@ def test_given_values_override_the_preset_or_the_saved_config():
 def test_a_cycle_spec_sets_the_levels_and_refuses_them_beside_it(tmp_path):
     cfg = config.override({"preset": "tiny", "cycle.cycle": "8:2,16:1"})
     assert cfg.cycle.levels == (8, 16) and cfg.plan().epoch_resolutions() == [8, 8, 16]
-    cfg.save(str(tmp_path))
-    assert config.TrainConfig.load(str(tmp_path)) == cfg
+    modeldir.save_config(cfg, str(tmp_path))
+    assert modeldir.load_config(str(tmp_path)) == cfg
     for path, value, flag in [("cycle.levels", ["8", "16"], "--levels"), ("cycle.epochs_per_visit", ["1"],
                               "--epochs_per_visit"), ("cycle.num_cycles", 2, "--num_cycles")]:
         with pytest.raises(ValueError, match=rf"^{flag} cannot be given with the cycle spec '8:2,16:1'"):

@@ -3,7 +3,8 @@ import h5py
 import numpy as np
 import pytest
 
-from poisson_tf import data, fields
+from poisson_tf import fields
+from poisson_tf.training import data
 
 
 def first_coeff_of_batches(ds, steps, resolution, coeffs):
@@ -116,11 +117,11 @@ def test_restricted_coarse_fields_are_block_averages_of_the_fine_field(budget):
 
 
 def test_multigrid_pipeline_draws_each_level_with_its_own_batch():
-    from poisson_tf import multigrid
+    from poisson_tf import cycles
 
-    levels = multigrid.level_settings([8, 16], 2, 4)  # constant voxels: 16 fields of 8^3 per step, 32 samples
+    levels = cycles.level_settings([8, 16], 2, 4)  # constant voxels: 16 fields of 8^3 per step, 32 samples
     assert [(lv.global_batch_size, lv.num_samples, lv.steps_per_epoch) for lv in levels] == [(16, 32, 2), (2, 4, 2)]
-    plan = multigrid.compile_plan(multigrid.parse_spec("16:1,8:2,16:1"), levels)
+    plan = cycles.compile_plan(cycles.parse_spec("16:1,8:2,16:1"), levels)
     coeffs = fields.sample_coeffs(32, seed=11)
     for size in (1, 2):
         ds, steps = data.multigrid_dataset(plan, coeffs, seed=3, size=size)

@@ -1,7 +1,7 @@
 """The Q1 discretization in 3D against numbers derived by hand, not against its own twin.
 
 Both implementations are checked: the TensorFlow energy (fem.energy and its hand-written gradient K u) and the
-sparse assembly (reference.stiffness / reference.energy / reference.solve). Every field varies along y and z
+sparse assembly (solvers.stiffness / solvers.energy / solvers.solve). Every field varies along y and z
 too, so a wrong y or z gradient table, or a Gauss-point ordering that differs between the nu (value) and the
 gradient tables, changes the numbers.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import fem, reference
+from poisson_tf import fem, solvers
 
 
 def grid(n):
@@ -55,12 +55,12 @@ def test_energy_of_trilinear_fields_is_the_exact_integral(case, n):
     u, nu, f = u_of(x, y, z), nu_of(x, y, z), None if f_of is None else f_of(x, y, z)
     assert fem.energy(batch(u), batch(nu), None if f is None else batch(f)).numpy()[0] == pytest.approx(
         expected, rel=1e-6)
-    assert reference.energy(u, nu, f) == pytest.approx(expected, rel=1e-12)
+    assert solvers.energy(u, nu, f) == pytest.approx(expected, rel=1e-12)
 
 
 def test_one_element_energy_is_the_exact_integral():
     x, y, z = grid(2)
-    assert reference.energy(x * y, 1 + y) == pytest.approx(13 / 24, rel=1e-12)
+    assert solvers.energy(x * y, 1 + y) == pytest.approx(13 / 24, rel=1e-12)
 
 
 @pytest.mark.parametrize("n", [3, 6])
@@ -70,7 +70,7 @@ def test_stiffness_is_the_bilinear_form_of_the_exact_integral(n):
     # and u^T K u = 2 J = 5/3. The TF energy's gradient is K u, so <dJ/du, v> gives the same numbers.
     x, y, z = grid(n)
     u, v, nu = x * y * z, x * y, 1 + x + 2 * y + 3 * z
-    k = reference.stiffness(nu)
+    k = solvers.stiffness(nu)
     assert v.ravel() @ (k @ u.ravel()) == pytest.approx(13 / 8, rel=1e-12)
     assert u.ravel() @ (k @ u.ravel()) == pytest.approx(5 / 3, rel=1e-12)
     ku = fem_gradient(u, nu)
@@ -92,7 +92,7 @@ def test_q1_stencil_at_unit_diffusivity():
     n = 5
     h = 1.0 / (n - 1)
     nu = np.ones((n, n, n))
-    k = reference.stiffness(nu)
+    k = solvers.stiffness(nu)
     for node, expected in [((2, 2, 2), stencil(h, 8 / 3, 0, -1 / 6, -1 / 12)),
                            ((0, 0, 0), stencil(h, 1 / 3, 0, -1 / 12, -1 / 12)[1:, 1:, 1:])]:
         e = np.zeros((n, n, n))
@@ -131,7 +131,7 @@ def test_reference_solution_converges_to_a_3d_manufactured_solution_at_second_or
     errors = []
     for n in (9, 17, 33):
         u, nu, f = manufactured(n)
-        u_h, _ = reference.solve(nu, f=f)
+        u_h, _ = solvers.solve(nu, f=f)
         errors.append(np.abs(u_h - u).max())
     assert errors[-1] < 1e-3 and np.all(rates(errors) > 1.9), errors
 

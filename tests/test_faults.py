@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from fault_helpers import error_lines, run_cli
-from poisson_tf import checkpoint, files
+from poisson_tf import files
+from poisson_tf.training import checkpoint
 from train_helpers import config_flags, tiny_config
 
 pytestmark = pytest.mark.slow

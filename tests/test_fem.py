@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import fem, fields, reference
+from poisson_tf import fem, fields, solvers
 
 
 def batch(x):
@@ -28,17 +28,17 @@ def test_linear_profile_energy_is_half_nu(n):
 @pytest.mark.parametrize("n, seed", [(4, 0), (9, 1), (12, 2)])
 def test_energy_equals_half_u_k_u(n, seed):
     u, nu = random_problem(n, seed)
-    expected = 0.5 * u.ravel() @ (reference.stiffness(nu) @ u.ravel())
+    expected = 0.5 * u.ravel() @ (solvers.stiffness(nu) @ u.ravel())
     assert fem.energy(batch(u), batch(nu)).numpy()[0] == pytest.approx(expected, rel=2e-5)
-    assert reference.energy(u, nu) == pytest.approx(expected, rel=1e-13)
+    assert solvers.energy(u, nu) == pytest.approx(expected, rel=1e-13)
 
 
 def test_energy_with_source_matches_mass_matrix():
     u, nu = random_problem(7, 3)
     f = np.random.default_rng(4).normal(size=(7, 7, 7))
-    expected = reference.energy(u, nu, f)
+    expected = solvers.energy(u, nu, f)
     assert fem.energy(batch(u), batch(nu), batch(f)).numpy()[0] == pytest.approx(expected, rel=2e-5)
-    assert reference.mass(7).sum() == pytest.approx(1.0, rel=1e-13)  # integral of 1 over the cube
+    assert solvers.mass(7).sum() == pytest.approx(1.0, rel=1e-13)  # integral of 1 over the cube
 
 
 def test_energy_gradient_is_stiffness_times_u():
@@ -47,7 +47,7 @@ def test_energy_gradient_is_stiffness_times_u():
     with tf.GradientTape() as tape:
         j = tf.reduce_sum(fem.energy(ut, batch(nu)))
     grad = tape.gradient(j, ut).numpy()[0, ..., 0]
-    ku = (reference.stiffness(nu) @ u.ravel()).reshape(u.shape)
+    ku = (solvers.stiffness(nu) @ u.ravel()).reshape(u.shape)
     np.testing.assert_allclose(grad, ku, rtol=1e-4, atol=1e-5 * np.abs(ku).max())
 
 
@@ -56,7 +56,7 @@ def test_energy_is_per_sample():
     u2, nu2 = random_problem(6, 7)
     both = fem.energy(tf.constant(np.stack([u1, u2])[..., None], tf.float32),
                       tf.constant(np.stack([nu1, nu2])[..., None], tf.float32)).numpy()
-    np.testing.assert_allclose(both, [reference.energy(u1, nu1), reference.energy(u2, nu2)], rtol=2e-5)
+    np.testing.assert_allclose(both, [solvers.energy(u1, nu1), solvers.energy(u2, nu2)], rtol=2e-5)
 
 
 @pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
@@ -67,7 +67,7 @@ def test_low_precision_inputs_accumulate_in_float32(dtype):
     # The energy of the rounded inputs in float64: only float32 round-off may separate them (a 16-bit sum or
     # product would be off by ~1e-3 relative).
     rounded_u, rounded_nu = (tf.cast(tf.cast(x, dtype), tf.float64).numpy() for x in (u, nu))
-    assert j.numpy()[0] == pytest.approx(reference.energy(rounded_u, rounded_nu), rel=2e-5)
+    assert j.numpy()[0] == pytest.approx(solvers.energy(rounded_u, rounded_nu), rel=2e-5)
 
 
 def test_apply_dirichlet_sets_exact_planes_only():
@@ -101,10 +101,10 @@ def test_bad_input_gets_a_clear_error(u_shape, nu_shape, nu_value, message):
 
 def test_reaction_flux_of_the_solution_is_twice_its_energy():
     nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=9)[0], 9)
-    u, _ = reference.solve(nu)
+    u, _ = solvers.solve(nu)
     flux = fem.boundary_flux(batch(u), batch(nu)).numpy()[0]
-    assert flux == pytest.approx(2 * reference.energy(u, nu), rel=1e-5)
-    ku = reference.stiffness(nu) @ u.ravel()
+    assert flux == pytest.approx(2 * solvers.energy(u, nu), rel=1e-5)
+    ku = solvers.stiffness(nu) @ u.ravel()
     assert flux == pytest.approx(ku.reshape(u.shape)[0].sum(), rel=1e-5)
 
 
@@ -116,4 +116,4 @@ def test_energy_gradient_in_nu_is_the_energy_of_the_direction():
     with tf.GradientTape() as tape:
         j = tf.reduce_sum(fem.energy(batch(u), nut))
     directional = float(tf.reduce_sum(tape.gradient(j, nut) * batch(v)))
-    assert directional == pytest.approx(reference.energy(u, v), rel=2e-5)
+    assert directional == pytest.approx(solvers.energy(u, v), rel=2e-5)

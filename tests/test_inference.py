@@ -10,49 +10,49 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import evaluation, fields, hdf5, inference, metrics, reference, trainer
+from poisson_tf import fields, hdf5, inference, metrics, scoring, solvers, training
 from train_helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
-    trainer.train(tiny_config(root / "run", root / "refs", cycle__cycle="half_v"))
+    training.train(tiny_config(root / "run", root / "refs", cycle__cycle="half_v"))
     return str(root / "run")
 
 
 @pytest.fixture(scope="module")
 def store(model_dir):
-    return reference.ReferenceStore(os.path.join(os.path.dirname(model_dir), "refs"))
+    return solvers.ReferenceStore(os.path.join(os.path.dirname(model_dir), "refs"))
 
 
 def test_exact_solution_as_prediction_scores_zero():
     nu = fields.kl_diffusivity(fields.sample_coeffs(2, seed=1), 9)
-    u_ref = np.stack([reference.solve(x)[0] for x in nu])
+    u_ref = np.stack([solvers.solve(x)[0] for x in nu])
     for m in metrics.field_metrics(u_ref, u_ref, nu):
         assert m == {"rel_l2": 0.0, "max_abs": 0.0, "energy_gap": 0.0, "flux_error": 0.0}
 
 
 def test_perturbed_prediction_gives_the_expected_metrics():
     nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=2)[0], 9)
-    u_ref, _ = reference.solve(nu)
+    u_ref, _ = solvers.solve(nu)
     d = np.zeros_like(u_ref)
     x = np.linspace(0, 1, 9)
     d[1:-1] = 0.05 * np.sin(np.pi * x[1:-1])[:, None, None]  # zero on the Dirichlet planes
     m = metrics.field_metrics((u_ref + d)[None], u_ref[None], nu[None])[0]
     assert m["rel_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(u_ref), rel=1e-6)
     assert m["max_abs"] == pytest.approx(0.05 * np.sin(np.pi * x[4]), rel=1e-6)
-    k = reference.stiffness(nu)
+    k = solvers.stiffness(nu)
     # u_ref minimizes J over the free nodes, so J(u_ref + d) - J(u_ref) = 1/2 d^T K d exactly.
-    assert m["energy_gap"] == pytest.approx(0.5 * d.ravel() @ (k @ d.ravel()) / reference.energy(u_ref, nu), rel=1e-3)
+    assert m["energy_gap"] == pytest.approx(0.5 * d.ravel() @ (k @ d.ravel()) / solvers.energy(u_ref, nu), rel=1e-3)
     flux = (k @ (u_ref + d).ravel()).reshape(d.shape)[0].sum()
-    assert m["flux_error"] == pytest.approx(abs(flux / (2 * reference.energy(u_ref, nu)) - 1), rel=1e-3)
+    assert m["flux_error"] == pytest.approx(abs(flux / (2 * solvers.energy(u_ref, nu)) - 1), rel=1e-3)
 
 
 def test_compare_fields_scores_every_candidate_as_field_metrics_does():
     nu = fields.kl_diffusivity(fields.sample_coeffs(2, seed=3), 9)
-    u_ref = np.stack([reference.solve(x)[0] for x in nu])
-    linear = evaluation.linear_baseline(nu)
+    u_ref = np.stack([solvers.solve(x)[0] for x in nu])
+    linear = scoring.linear_baseline(nu)
     bumped = u_ref + 0.01 * np.sin(np.pi * np.linspace(0, 1, 9))[None, :, None, None]
     together = metrics.compare_fields([linear, bumped], u_ref, nu)
     assert together == [metrics.field_metrics(linear, u_ref, nu), metrics.field_metrics(bumped, u_ref, nu)]
@@ -63,15 +63,15 @@ def test_compare_fields_scores_every_candidate_as_field_metrics_does():
 
 def test_evaluate_reports_model_next_to_baseline(store):
     coeffs = fields.sample_coeffs(3, seed=3)
-    oracle = lambda nu: np.stack([reference.solve(x)[0] for x in nu])  # noqa: E731
-    report = evaluation.evaluate(oracle, coeffs, 0.5, [8, 16], store, batch_size=2, trained_resolutions=[8])
+    oracle = lambda nu: np.stack([solvers.solve(x)[0] for x in nu])  # noqa: E731
+    report = scoring.evaluate(oracle, coeffs, 0.5, [8, 16], store, batch_size=2, trained_resolutions=[8])
     for n, r in report["resolutions"].items():
         assert r["num_samples"] == 3 and [s["sample"] for s in r["per_sample"]] == [0, 1, 2]
         assert r["model"]["rel_l2"] < 1e-9 and abs(r["model"]["energy_gap"]) < 1e-5
         assert 0.05 < r["baseline"]["rel_l2"] < 0.5 and r["baseline"]["energy_gap"] > 0
         assert r["zero_shot"] == (n == 16)
-    assert "8" in evaluation.format_table(report) and "zero-shot" in evaluation.format_table(report)
-    lean = evaluation.evaluate(oracle, coeffs, 0.5, [8], store, baseline=False)["resolutions"][8]
+    assert "8" in scoring.format_table(report) and "zero-shot" in scoring.format_table(report)
+    lean = scoring.evaluate(oracle, coeffs, 0.5, [8], store, baseline=False)["resolutions"][8]
     assert lean["baseline"] == {} and lean["model"] == report["resolutions"][8]["model"]
     assert not any(k.startswith("baseline_") for k in lean["per_sample"][0])
 
@@ -138,6 +138,40 @@ def test_predict_cli_writes_fields_and_xdmf(model_dir, tmp_path):
     assert result.returncode != 0 and "no trained model" in result.stderr
 
 
+COUNTING_PREDICT = """
+import builtins, collections, json, os, sys
+from poisson_tf import modeldir
+counts = collections.Counter()
+real_open, real_hash = builtins.open, modeldir.file_sha256
+def counting_open(file, *args, **kwargs):
+    if isinstance(file, (str, os.PathLike)) and os.path.basename(os.fspath(file)) == "config.json":
+        counts["config.json read"] += 1
+    return real_open(file, *args, **kwargs)
+def counting_hash(path):
+    counts[os.path.basename(path) + " hashed"] += 1
+    return real_hash(path)
+builtins.open, modeldir.file_sha256 = counting_open, counting_hash
+import atexit
+atexit.register(lambda: print("COUNTS " + json.dumps(counts, sort_keys=True)))
+from poisson_tf.cli import predict
+sys.argv = ["poisson-tf-predict"] + sys.argv[1:]
+predict.run()
+"""
+
+
+@pytest.mark.parametrize("shipped", [True, False])
+def test_predict_reads_the_config_once_and_hashes_the_model_once(model_dir, tmp_path, shipped):
+    # The model_dir is opened and verified once (modeldir.open_model_dir) and passed on: a shipped solver's
+    # model.keras is hashed once, a training run's never; config.json is read once either way.
+    directory = "pretrained" if shipped else model_dir
+    result = subprocess.run([sys.executable, "-c", COUNTING_PREDICT, f"--model_dir={directory}",
+                             "--coeffs=1,0,-1,2", "--resolution=16", f"--output={tmp_path / 'u.h5'}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = json.loads(result.stdout.split("COUNTS ")[-1])
+    assert counts == ({"config.json read": 1, "model.keras hashed": 1} if shipped else {"config.json read": 1})
+
+
 def test_evaluate_cli_writes_report_figure_and_table(model_dir, tmp_path):
     report_path = str(tmp_path / "eval" / "report.json")
     result = run_cli("evaluate", f"--model_dir={model_dir}", f"--report={report_path}", "--batch_size=2")
@@ -165,8 +199,8 @@ def test_warm_start_reaches_the_same_tolerance(model_dir, tmp_path):
     assert "zero guess:" in result.stdout and "network guess:" in result.stdout
     # The same two solves made here: from the zero guess, and from this network's prediction.
     nu = fields.kl_diffusivity([1, -1, 0.5, 2], 16)
-    cold_u, cold = reference.solve(nu)
-    _, warm = reference.solve(nu, x0=inference.predict(inference.load_solver(model_dir), nu)[0])
+    cold_u, cold = solvers.solve(nu)
+    _, warm = solvers.solve(nu, x0=inference.predict(inference.load_solver(model_dir), nu)[0])
     assert record["cold"]["initial_relative_residual"] == 1.0 and record["cold"]["iterations"] == cold.iterations
     assert record["warm"]["initial_relative_residual"] == pytest.approx(warm.initial_relative_residual, rel=1e-4)
     assert record["warm"]["iterations"] == warm.iterations

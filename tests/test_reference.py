@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from poisson_tf import fields, reference
+from poisson_tf import fields, solvers
 
 
 def series_solution(nu_x):
@@ -21,20 +21,20 @@ def layered(nu_of_x, n):
 
 
 def test_constant_nu_gives_linear_solution():
-    u, record = reference.solve(np.full((9, 9, 9), 2.5))
+    u, record = solvers.solve(np.full((9, 9, 9), 2.5))
     x = np.linspace(0, 1, 9)
     np.testing.assert_allclose(u, np.broadcast_to((1 - x)[:, None, None], u.shape), atol=1e-11)
-    assert reference.energy(u, np.full((9, 9, 9), 2.5)) == pytest.approx(1.25, rel=1e-10)
+    assert solvers.energy(u, np.full((9, 9, 9), 2.5)) == pytest.approx(1.25, rel=1e-10)
     assert record.relative_residual <= 1e-10
 
 
 def test_layered_nu_is_exact_series_conductance():
     nu_of_x = lambda x: np.exp(2.0 * np.sin(5 * x))  # noqa: E731
     nu = layered(nu_of_x, 11)
-    u, record = reference.solve(nu)
+    u, record = solvers.solve(nu)
     expected, current = series_solution(nu[:, 0, 0])
     np.testing.assert_allclose(u, np.broadcast_to(expected[:, None, None], u.shape), atol=1e-9)
-    assert 2 * reference.energy(u, nu) == pytest.approx(current, rel=1e-9)  # 2J = flux
+    assert 2 * solvers.energy(u, nu) == pytest.approx(current, rel=1e-9)  # 2J = flux
 
 
 def test_layered_solution_converges_at_second_order():
@@ -42,7 +42,7 @@ def test_layered_solution_converges_at_second_order():
     total = integrate.quad(lambda t: 1 / nu_of_x(t), 0, 1, epsabs=1e-14)[0]
     errors = []
     for n in (9, 17, 33):
-        u, _ = reference.solve(layered(nu_of_x, n))
+        u, _ = solvers.solve(layered(nu_of_x, n))
         x = np.linspace(0, 1, n)
         exact = np.array([1 - integrate.quad(lambda t: 1 / nu_of_x(t), 0, xi, epsabs=1e-14)[0] / total
                           for xi in x])
@@ -53,33 +53,33 @@ def test_layered_solution_converges_at_second_order():
 
 def test_solution_minimizes_energy():
     nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=11)[0], 10)
-    u, _ = reference.solve(nu)
-    j0 = reference.energy(u, nu)
+    u, _ = solvers.solve(nu)
+    j0 = solvers.energy(u, nu)
     rng = np.random.default_rng(0)
     for _ in range(5):
         du = np.zeros_like(u)
         du[1:-1] = 1e-3 * rng.normal(size=du[1:-1].shape)
-        assert reference.energy(u + du, nu) > j0
+        assert solvers.energy(u + du, nu) > j0
 
 
 def test_kl_sample_reaches_tolerance_and_warm_start_saves_iterations():
     nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=12)[0], 17)
-    u, cold = reference.solve(nu, rtol=1e-10)
+    u, cold = solvers.solve(nu, rtol=1e-10)
     assert cold.relative_residual <= 1e-10 and cold.iterations > 0
     assert np.all(u >= -1e-9) and np.all(u <= 1 + 1e-9)  # maximum principle
-    u_warm, warm = reference.solve(nu, rtol=1e-10, x0=u + 1e-6)
+    u_warm, warm = solvers.solve(nu, rtol=1e-10, x0=u + 1e-6)
     assert warm.iterations < cold.iterations
     np.testing.assert_allclose(u_warm, u, atol=1e-8)
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: reference.solve(np.ones((5, 5))), r"shape \[N, N, N\]"),
-    (lambda: reference.solve(np.ones((5, 5, 4))), r"shape \[N, N, N\]"),
-    (lambda: reference.solve(np.ones((1, 1, 1))), "N >= 2"),
-    (lambda: reference.solve(-np.ones((5, 5, 5))), "finite and positive"),
-    (lambda: reference.solve(np.full((5, 5, 5), np.inf)), "finite and positive"),
-    (lambda: reference.solve(np.ones((5, 5, 5)), rtol=0), "rtol"),
-    (lambda: reference.solve(np.ones((5, 5, 5)), x0=np.ones((4, 4, 4))), "x0"),
+    (lambda: solvers.solve(np.ones((5, 5))), r"shape \[N, N, N\]"),
+    (lambda: solvers.solve(np.ones((5, 5, 4))), r"shape \[N, N, N\]"),
+    (lambda: solvers.solve(np.ones((1, 1, 1))), "N >= 2"),
+    (lambda: solvers.solve(-np.ones((5, 5, 5))), "finite and positive"),
+    (lambda: solvers.solve(np.full((5, 5, 5), np.inf)), "finite and positive"),
+    (lambda: solvers.solve(np.ones((5, 5, 5)), rtol=0), "rtol"),
+    (lambda: solvers.solve(np.ones((5, 5, 5)), x0=np.ones((4, 4, 4))), "x0"),
 ])
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
@@ -90,5 +90,5 @@ def test_solve_record_carries_the_energy_of_the_solution():
     nu = fields.kl_diffusivity(fields.sample_coeffs(1, seed=13)[0], 9)
     f = np.random.default_rng(1).normal(size=nu.shape)
     for source in (None, f):
-        u, record = reference.solve(nu, f=source)
-        assert record.energy == pytest.approx(reference.energy(u, nu, source), rel=1e-12)
+        u, record = solvers.solve(nu, f=source)
+        assert record.energy == pytest.approx(solvers.energy(u, nu, source), rel=1e-12)

@@ -4,13 +4,14 @@ import stat
 
 import pytest
 
-from poisson_tf import files, rundir
+from poisson_tf import files, modeldir
+from poisson_tf.training import rundir
 
 
 def make_run(path, *names):
     path.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (path / name).mkdir() if name in rundir.RUN_DIRS else (path / name).write_text(name)
+        (path / name).mkdir() if name in modeldir.RUN_DIRS else (path / name).write_text(name)
     return str(path)
 
 
@@ -53,7 +54,7 @@ def test_one_training_holds_a_model_dir_at_a_time(tmp_path):
 
 
 def test_claim_removes_the_previous_run_and_dead_writes_but_nothing_else(tmp_path):
-    run = make_run(tmp_path / "run", *rundir.RUN_FILES, *rundir.RUN_DIRS, "notes.txt", ".checkpoint.h5.abcd1234.tmp",
+    run = make_run(tmp_path / "run", *modeldir.RUN_FILES, *modeldir.RUN_DIRS, "notes.txt", ".checkpoint.h5.abcd1234.tmp",
                    ".notes.txt.abcd1234.tmp")
     with pytest.raises(ValueError, match="is not empty"):
         rundir.claim(run, resume=False, clear=False)

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import checkpoint, config, hardware, inference, models, trainer
+from poisson_tf import hardware, inference, modeldir, models
+from poisson_tf.training import checkpoint, loop
+from poisson_tf import training
+from poisson_tf.training import step
 from train_helpers import tiny_config
 
 
@@ -27,7 +30,7 @@ def ref_cache(tmp_path_factory):
 def one_epoch_run(tmp_path_factory, ref_cache):
     """The tiny V(16, 8, 16) run stopped after its first epoch (4 steps; checkpoint at epoch 0). Tests copy it."""
     run = tmp_path_factory.mktemp("one_epoch") / "run"
-    trainer.train(tiny_config(run, ref_cache), stop_after_epochs=1)
+    training.train(tiny_config(run, ref_cache), stop_after_epochs=1)
     return run
 
 
@@ -50,14 +53,14 @@ def step_values(acc, tag) -> dict:
 def test_trained_resolutions_follow_the_schedule_and_artifacts_are_written(tmp_path, ref_cache):
     cfg = tiny_config(tmp_path / "run", ref_cache, cycle__cycle="w", cycle__levels=(8, 16, 32),
                       cycle__epochs_per_visit=(2, 1, 1))
-    summary = trainer.train(cfg)
+    summary = training.train(cfg)
     plan = cfg.plan()
     assert summary["trained_resolutions"] == plan.epoch_resolutions() == [32, 16, 8, 8, 16, 8, 8, 16, 32]
     assert summary["history"]["level"] == [2, 1, 0, 0, 1, 0, 0, 1, 2]
     for n in (8, 16, 32):
         assert 0 < summary["validation"][f"eval/res{n}/rel_l2"] < 1
     run = tmp_path / "run"
-    assert config.TrainConfig.load(str(run)) == cfg
+    assert modeldir.load_config(str(run)) == cfg
     for name in ("checkpoint.h5", "model.keras", "train_samples.h5", "val_samples.h5", "train_summary.json"):
         assert (run / name).exists(), name
     with h5py.File(run / "checkpoint.h5") as f:
@@ -92,12 +95,12 @@ def checkpoint_weights(run_dir):
 
 def test_interrupted_then_resumed_run_reaches_the_same_weights(tmp_path, ref_cache):
     settings = dict(run__deterministic=True, cycle__epochs_per_visit=(2,))  # V(16, 8, 16): 6 epochs
-    trainer.train(tiny_config(tmp_path / "full", ref_cache, **settings))
+    training.train(tiny_config(tmp_path / "full", ref_cache, **settings))
     part = tiny_config(tmp_path / "part", ref_cache, **settings)
-    first = trainer.train(part, stop_after_epochs=3)
+    first = training.train(part, stop_after_epochs=3)
     assert first["end_epoch"] == 3 and not (tmp_path / "part" / "model.keras").exists()
     interrupted = checkpoint_weights(tmp_path / "part")
-    resumed = trainer.train(part, resume=True)
+    resumed = training.train(part, resume=True)
     assert resumed["start_epoch"] == 3 and resumed["trained_resolutions"] == [8, 16, 16]
     full, final = checkpoint_weights(tmp_path / "full"), checkpoint_weights(tmp_path / "part")
     assert any(not np.array_equal(a, b) for a, b in zip(interrupted, final))  # the resumed epochs trained
@@ -113,10 +116,10 @@ def test_several_steps_per_execution_train_the_same_weights(tmp_path, ref_cache)
     # Keras' steps_per_execution runs k steps per call of the compiled function: the same updates, fewer
     # returns to Python; the per-step TensorBoard scalars then come every k-th step.
     settings = dict(run__deterministic=True, cycle__cycle="8:8s", data__num_train=16)  # 8 steps, one epoch
-    trainer.train(tiny_config(tmp_path / "one", ref_cache, **settings))
+    training.train(tiny_config(tmp_path / "one", ref_cache, **settings))
     cfg = tiny_config(tmp_path / "four", ref_cache, run__steps_per_execution=4, **settings)
     assert cfg.plan().steps_per_epoch == 8
-    trainer.train(cfg)
+    training.train(cfg)
     for a, b in zip(checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "four")):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
     assert sorted(step_values(read_events(tmp_path / "one" / "logs"), "train/energy")) == list(range(1, 9))
@@ -131,10 +134,10 @@ def test_checkpoint_from_an_incompatible_config_is_refused(one_epoch_run, tmp_pa
     saved = {name: (run / name).read_bytes() for name in ("config.json", "train_samples.h5")}
     other = tiny_config(run, ref_cache, optim__global_batch_size=4)
     with pytest.raises(ValueError, match=r"written with other settings \(--global_batch_size=2 there, 4 now\)"):
-        trainer.train(other, resume=True)
+        training.train(other, resume=True)
     assert saved == {name: (tmp_path / "run" / name).read_bytes() for name in saved}  # a refusal writes nothing
     with pytest.raises(ValueError, match="no checkpoint"):
-        trainer.train(tiny_config(tmp_path / "empty", ref_cache), resume=True)
+        training.train(tiny_config(tmp_path / "empty", ref_cache), resume=True)
 
 
 def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(one_epoch_run, tmp_path, ref_cache):
@@ -165,7 +168,7 @@ def test_non_finite_validation_stops_training_before_the_checkpoint(one_epoch_ru
     monkeypatch.setattr(inference, "predict", lambda model, nu, batch_size=1, progress=False:
                         np.full(np.shape(nu), np.nan, np.float32))
     with pytest.raises(RuntimeError, match=r"validation after epoch 1 is not finite \(eval/res16/energy_gap, "):
-        trainer.train(tiny_config(run, ref_cache), resume=True)
+        training.train(tiny_config(run, ref_cache), resume=True)
     assert (run / checkpoint.CHECKPOINT_FILE).read_bytes() == before  # the last good checkpoint is kept
 
 
@@ -178,7 +181,7 @@ def test_flags_given_on_resume_override_the_saved_config_and_no_others(one_epoch
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     saved = tiny_config(run, ref_cache)  # flags not given (--levels, --preset, --verbose ...) keep the saved values
-    loaded = config.TrainConfig.load(str(run))
+    loaded = modeldir.load_config(str(run))
     assert dataclasses.replace(loaded, run=dataclasses.replace(loaded.run, threads=saved.run.threads)) == \
         dataclasses.replace(saved, run=dataclasses.replace(saved.run, checkpoint_seconds=0.0, validate_every=2))
     rates = step_values(read_events(run / "logs"), "train/learning_rate")
@@ -199,22 +202,22 @@ def warmup_run(tmp_path_factory, ref_cache):
     """Two steps at 8^3 with a 4-step warmup of the learning rate 1e-3: the weights after each, the TensorBoard log."""
     run = tmp_path_factory.mktemp("warmup") / "run"
     weights = WeightsAfterEachStep()
-    trainer.train(tiny_config(run, ref_cache, cycle__cycle="8:2", data__num_train=2, optim__warmup_steps=4),
+    training.train(tiny_config(run, ref_cache, cycle__cycle="8:2", data__num_train=2, optim__warmup_steps=4),
                   extra_callbacks=[weights])
     return weights.history, read_events(run / "logs")
 
 
 def test_warmup_ramps_the_learning_rate_linearly_then_keeps_it():
-    schedule = trainer.WarmupSchedule(1e-3, warmup_steps=4)
+    schedule = loop.WarmupSchedule(1e-3, warmup_steps=4)
     assert [float(schedule(tf.constant(step))) for step in range(6)] == pytest.approx(  # the rate of update step + 1
         [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
-    assert float(trainer.WarmupSchedule(1e-3)(tf.constant(0))) == pytest.approx(1e-3)
+    assert float(loop.WarmupSchedule(1e-3)(tf.constant(0))) == pytest.approx(1e-3)
 
 
 def test_visit_factors_and_cosine_decays():
     # two visits: steps 0-3 at factor 1, steps 4-11 at factor 0.5; 12 steps in all
     segments, total = ((0, 1.0), (4, 0.5)), 12
-    rate = lambda decay, step: float(trainer.WarmupSchedule(1e-3, 0, segments, total, decay)(tf.constant(step)))
+    rate = lambda decay, step: float(loop.WarmupSchedule(1e-3, 0, segments, total, decay)(tf.constant(step)))
     assert [rate("constant", s) for s in (0, 3, 4, 11)] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
     cosine = lambda done: 0.5 * (1 + np.cos(np.pi * done))
     assert [rate("cosine", s) for s in (0, 3, 6, 11)] == pytest.approx(
@@ -223,7 +226,7 @@ def test_visit_factors_and_cosine_decays():
     assert [rate("cosine_per_visit", s) for s in (0, 2, 4, 8, 11)] == pytest.approx(
         [1e-3, 1e-3 * cosine(2 / 4), 5e-4, 5e-4 * cosine(4 / 8), 5e-4 * cosine(7 / 8)], rel=1e-5)
     steps = tf.constant([2, 8])  # vectorized, as TensorBoardLogger calls it
-    assert np.asarray(trainer.WarmupSchedule(1e-3, 0, segments, total, "cosine_per_visit")(steps)) == pytest.approx(
+    assert np.asarray(loop.WarmupSchedule(1e-3, 0, segments, total, "cosine_per_visit")(steps)) == pytest.approx(
         [rate("cosine_per_visit", 2), rate("cosine_per_visit", 8)])
 
 
@@ -275,7 +278,7 @@ def test_mixed_precision_is_refused_on_cpu_without_native_support(tmp_path, ref_
     monkeypatch.delenv("POISSON_TF_ALLOW_CPU_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: False)
     with pytest.raises(ValueError, match=rf"--precision={precision} .*use --precision=float32 (here|on CPU)"):
-        trainer.train(tiny_config(tmp_path / "run", ref_cache, optim__precision=precision))
+        training.train(tiny_config(tmp_path / "run", ref_cache, optim__precision=precision))
     assert not (tmp_path / "run" / "checkpoint.h5").exists()
 
 
@@ -284,22 +287,22 @@ def test_bfloat16_is_accepted_on_a_cpu_with_native_bfloat16(tmp_path, ref_cache,
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)
     cfg = tiny_config(tmp_path / "run", ref_cache, optim__precision="mixed_bfloat16")  # Keras' policy name too
     assert cfg.optim.precision == "bfloat16" and cfg.fingerprint()["optim.precision"] == "bfloat16"
-    trainer.check_runtime(cfg)
+    loop.check_runtime(cfg)
     with pytest.raises(ValueError, match="--precision=float16 is meant for GPUs"):
-        trainer.check_runtime(tiny_config(tmp_path / "run", ref_cache, optim__precision="float16"))
+        loop.check_runtime(tiny_config(tmp_path / "run", ref_cache, optim__precision="float16"))
 
 
 def test_diverging_training_stops_with_a_clear_error(tmp_path, ref_cache, monkeypatch):
-    monkeypatch.setattr(trainer, "energy_loss", lambda network, nu, training: network(nu)[:, 0, 0, 0, 0] * np.nan)
+    monkeypatch.setattr(step, "energy_loss", lambda network, nu, training: network(nu)[:, 0, 0, 0, 0] * np.nan)
     with pytest.raises(RuntimeError, match="training diverged at batch 0: the energy is nan"):
-        trainer.train(tiny_config(tmp_path / "run", ref_cache))
+        training.train(tiny_config(tmp_path / "run", ref_cache))
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_trains_with_float32_output_and_energy(tmp_path, ref_cache, precision, monkeypatch):
     monkeypatch.setenv("POISSON_TF_ALLOW_CPU_MIXED_PRECISION", "1")  # the tiny preset avoids the oneDNN defect
-    reference_run = trainer.train(tiny_config(tmp_path / "f32", ref_cache))
-    run = trainer.train(tiny_config(tmp_path / precision, ref_cache, optim__precision=precision))
+    reference_run = training.train(tiny_config(tmp_path / "f32", ref_cache))
+    run = training.train(tiny_config(tmp_path / precision, ref_cache, optim__precision=precision))
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
     model = keras.saving.load_model(str(tmp_path / precision / "model.keras"))
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv3D)]
@@ -321,15 +324,15 @@ def test_mixed_precision_trains_with_float32_output_and_energy(tmp_path, ref_cac
 def test_single_level_baseline_trains_only_the_finest_level(tmp_path, ref_cache):
     cfg = tiny_config(tmp_path / "run", ref_cache, cycle__cycle="single", cycle__levels=(8, 16),
                       cycle__num_cycles=2)
-    summary = trainer.train(cfg, stop_after_epochs=1)
+    summary = training.train(cfg, stop_after_epochs=1)
     assert summary["trained_resolutions"] == [16]
-    resumed = trainer.train(cfg, resume=True)
+    resumed = training.train(cfg, resume=True)
     assert resumed["trained_resolutions"] == [16] and summary["history"]["level"] == [1]
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, ref_cache):
     run = tmp_path / "run"
-    trainer.train(tiny_config(run, ref_cache))
+    training.train(tiny_config(run, ref_cache))
     results = {name: (run / name).read_bytes() for name in ("train_summary.json", "model.keras")}
     result = subprocess.run([sys.executable, "-m", "poisson_tf.train", f"--model_dir={run}", "--resume",
                              "--verbose=0"], capture_output=True, text=True, timeout=120)

@@ -8,9 +8,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from poisson_tf import distributed  # noqa: E402
+from poisson_tf import distributed, hardware
 
-if distributed.launched():
+if hardware.launched():
     distributed.init(intra_op_threads=1, inter_op_threads=1)
 if distributed.size() == 1:
     collect_ignore_glob = ["test_*.py"]

@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 
 from poisson_tf import distributed
+from poisson_tf.training import callbacks
+from poisson_tf.training.step import DataParallelTrainer
 
 size, rank = distributed.size(), distributed.rank()
 
@@ -64,11 +66,11 @@ def mse(network, batch, training):
 
 def test_fit_with_averaged_gradients_keeps_workers_identical_and_matches_one_big_batch():
     steps, per_worker = 5, 4
-    trainer = distributed.DataParallelTrainer(small_model(seed=200 + rank), mse)
+    trainer = DataParallelTrainer(small_model(seed=200 + rank), mse)
     trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     x, y = regression_data(rank)
     history = trainer.fit(x, y, batch_size=per_worker, epochs=1, steps_per_epoch=steps, shuffle=False,
-                          verbose=0, callbacks=[distributed.BroadcastCallback()])
+                          verbose=0, callbacks=[callbacks.BroadcastCallback()])
     weights = trainer.network.get_weights()
     assert identical_on_all_workers(weights)
     assert history.history["loss"][0] > 0

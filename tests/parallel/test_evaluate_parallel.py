@@ -4,20 +4,20 @@ import tempfile
 
 import numpy as np
 
-from poisson_tf import distributed, evaluation, fields, reference
+from poisson_tf import distributed, fields, scoring, solvers
 
 
 def test_samples_are_split_and_gathered():
     root = distributed.broadcast_object(tempfile.mkdtemp(prefix="poisson_tf_eval_") if distributed.is_chief() else None)
-    store = reference.ReferenceStore(os.path.join(root, "refs"))
+    store = solvers.ReferenceStore(os.path.join(root, "refs"))
     coeffs = fields.sample_coeffs(3, seed=21)
     seen = []
 
     def oracle(nu):
         seen.append(len(nu))
-        return np.stack([reference.solve(x)[0] for x in nu])
+        return np.stack([solvers.solve(x)[0] for x in nu])
 
-    report = evaluation.evaluate(oracle, coeffs, 0.5, [8], store, batch_size=1)
+    report = scoring.evaluate(oracle, coeffs, 0.5, [8], store, batch_size=1)
     rows = report["resolutions"][8]["per_sample"]
     assert [r["sample"] for r in rows] == [0, 1, 2]
     assert all(r["rel_l2"] < 1e-9 for r in rows)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import data, distributed, fem, models, trainer
+from poisson_tf import distributed, fem, models
+from poisson_tf.training import data
+from poisson_tf import training
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from train_helpers import tiny_config  # noqa: E402
@@ -37,7 +39,7 @@ def test_end_to_end_run_keeps_workers_identical_and_loss_independent_of_worker_c
     cfg = tiny_config(os.path.join(root, "run"), os.path.join(root, "refs"), optim__global_batch_size=global_batch,
                       data__num_train=4 * size, run__validate_every=1)
     first = FirstBatchLoss()
-    summary = trainer.train(cfg, extra_callbacks=[first])
+    summary = training.train(cfg, extra_callbacks=[first])
     assert summary["workers"] == size
     assert summary["trained_resolutions"] == cfg.plan().epoch_resolutions()
 
@@ -100,7 +102,7 @@ def test_workers_start_from_rank_0s_weights_and_take_one_step_of_the_learning_ra
                       data__num_train=2 * size, optim__global_batch_size=2 * size,
                       optim__learning_rate=base_lr)  # one step
     capture = Capture()
-    trainer.train(cfg, extra_callbacks=[capture])
+    training.train(cfg, extra_callbacks=[capture])
     inits = distributed.allgather_object(initial["weights"])
     assert all(not same(inits[0], other) for other in inits[1:])  # the workers really started apart
     assert all(same(end, capture.end) for end in distributed.allgather_object(capture.end))
@@ -117,11 +119,11 @@ def test_resumed_run_equals_an_uninterrupted_one_on_every_worker():
     settings = dict(run__deterministic=True, run__validate_every=99, data__num_train=2 * size,
                     optim__global_batch_size=2 * size)  # V(16, 8, 16), one step per epoch
     full, resumed = Capture(), Capture()
-    trainer.train(tiny_config(os.path.join(root, "full"), os.path.join(root, "refs"), **settings),
+    training.train(tiny_config(os.path.join(root, "full"), os.path.join(root, "refs"), **settings),
                   extra_callbacks=[full])
     part = tiny_config(os.path.join(root, "part"), os.path.join(root, "refs"), **settings)
-    assert trainer.train(part, stop_after_epochs=1)["end_epoch"] == 1
-    summary = trainer.train(part, resume=True, extra_callbacks=[resumed])
+    assert training.train(part, stop_after_epochs=1)["end_epoch"] == 1
+    summary = training.train(part, resume=True, extra_callbacks=[resumed])
     assert summary["start_epoch"] == 1 and summary["trained_resolutions"] == [8, 16]
     assert not same(resumed.begin, resumed.end)  # the resumed epochs trained
     assert same(resumed.end, full.end) and same(resumed.optimizer, full.optimizer)  # bit for bit

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import distributed, trainer
+from poisson_tf import distributed
+from poisson_tf.training import callbacks, loop, step
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from train_helpers import tiny_config  # noqa: E402
@@ -29,9 +30,9 @@ def mask(model) -> np.ndarray:
 
 def test_each_worker_draws_its_own_dropout_masks_and_rank_0_the_single_process_ones():
     model = dropout_model(seed=100 + rank)  # different seeds: the broadcast must make them one first
-    wrapper = distributed.DataParallelTrainer(model, lambda network, batch, training: tf.zeros([1]))
+    wrapper = step.DataParallelTrainer(model, lambda network, batch, training: tf.zeros([1]))
     wrapper.compile(optimizer=keras.optimizers.SGD())
-    callback = distributed.BroadcastCallback()
+    callback = callbacks.BroadcastCallback()
     callback.set_model(wrapper)
     callback.on_train_begin()
     masks = distributed.allgather_object(mask(model))
@@ -61,7 +62,7 @@ def test_batch_normalization_is_refused_on_several_workers():
     cfg = tiny_config("unused", "unused", optim__global_batch_size=2 * size, data__num_train=4 * size)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, normalization="batch"))
     if size == 1:
-        trainer.check_runtime(cfg)
+        loop.check_runtime(cfg)
     else:
         with pytest.raises(ValueError, match=f"--normalization=batch is refused on {size} workers"):
-            trainer.check_runtime(cfg)
+            loop.check_runtime(cfg)

@@ -1,7 +1,7 @@
-"""The multigrid training loop: energy loss, Horovod data parallelism, checkpoints, validation, TensorBoard.
+"""The training loop: a configured run from its model_dir claim to its saved model (the step it fits is step.py).
 
 _train reads as its steps: build the data, build the model, restore, build the callbacks (their order is
-written where the list is built), fit, save. make_train_step hands the same train step to the benchmarks.
+written where the list is built), fit, save.
 """
 from __future__ import annotations
 
@@ -12,33 +12,9 @@ import time
 import keras
 import tensorflow as tf
 
-from poisson_tf import (callbacks, checkpoint, config, data, distributed, fem, files, hardware, inference, models,
-                        reference, rundir)
-
-
-def energy_loss(network, nu, training):
-    """Per-sample FEM energy J of the network's prediction: the data-free loss (DESIGN.md s.4)."""
-    return fem.energy(network(nu, training=training), nu)
-
-
-class EnergyTrainer(distributed.DataParallelTrainer):
-    """DataParallelTrainer on the FEM energy that also reports the resolution of every batch."""
-
-    def __init__(self, network, **kwargs):
-        super().__init__(network, energy_loss, **kwargs)
-
-    def train_step(self, nu):
-        logs = super().train_step(nu)
-        logs["resolution"] = tf.shape(nu)[1]
-        return logs
-
-
-def make_train_step(network, optimizer):
-    """The step fit runs (EnergyTrainer.train_step: the energy, gradients averaged over workers, the update)
-    as a tf.function of one nu batch [B, N, N, N, 1] -> logs, for timing steps outside fit (benchmarks/)."""
-    energy_trainer = EnergyTrainer(network)
-    energy_trainer.compile(optimizer=optimizer)
-    return tf.function(energy_trainer.train_step)
+from poisson_tf import config, distributed, files, hardware, modeldir, models, solvers
+from poisson_tf.training import callbacks, checkpoint, data, rundir
+from poisson_tf.training.step import EnergyTrainer
 
 
 @keras.saving.register_keras_serializable(package="poisson_tf")
@@ -82,10 +58,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 _CPU_PRECISION_ERRORS = {
     "bfloat16": "--precision=bfloat16 needs a CPU with native bfloat16 (avx512_bf16 or AMX, oneDNN not capped "
                 "below them by ONEDNN_MAX_CPU_ISA), and this one has {isa}: TensorFlow sends bfloat16 ops to oneDNN "
-                "only with AVX-512, and elsewhere runs them on Eigen, measured ~20x slower and with gradients "
-                "~1e35 after a few steps; use --precision=float32 here, bfloat16 on AMX / avx512_bf16 CPUs and GPUs",
+                "only with AVX-512, and elsewhere runs them on Eigen, many times slower and with gradients that "
+                "blew up after a few steps (benchmarks/results/precision.jsonl); use --precision=float32 here, bfloat16 on AMX / avx512_bf16 CPUs and GPUs",
     "float16": "--precision=float16 is meant for GPUs: on CPU TensorFlow runs float16 convolutions without oneDNN, "
-               "measured ~25x slower than float32; use --precision=float32 on CPU",
+               "many times slower than float32; use --precision=float32 on CPU",
 }
 
 
@@ -191,10 +167,10 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
 def _save_inputs(cfg: config.TrainConfig, train_set: data.SampleSet, val_set: data.SampleSet) -> None:
     """The chief's record of what the run trains on (config.json and the sample sets); and it removes what
     killed writes left in the reference cache (old temporary files only: other runs may be writing there)."""
-    cfg.save(cfg.run.model_dir)
-    train_set.save(os.path.join(cfg.run.model_dir, rundir.SAMPLE_FILES[0]))
-    val_set.save(os.path.join(cfg.run.model_dir, rundir.SAMPLE_FILES[1]))
-    files.remove_temp_files(reference.ReferenceStore(cfg.run.reference_cache).directory, older_than=3600)
+    modeldir.save_config(cfg, cfg.run.model_dir)
+    train_set.save(os.path.join(cfg.run.model_dir, modeldir.TRAIN_SAMPLES_FILE))
+    val_set.save(os.path.join(cfg.run.model_dir, modeldir.VAL_SAMPLES_FILE))
+    files.remove_temp_files(solvers.ReferenceStore(cfg.run.reference_cache).directory, older_than=3600)
 
 
 def _build_model(cfg: config.TrainConfig):
@@ -214,7 +190,7 @@ def _build_model(cfg: config.TrainConfig):
 def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpointer, extra_callbacks):
     """The callback list in the order it must run, and the cycle and validation callbacks (their records)."""
     validator = callbacks.Validator(network, val_set.coeffs, cfg.data.eta, cfg.run.val_resolutions or plan.resolutions,
-                                    reference.ReferenceStore(cfg.run.reference_cache))
+                                    solvers.ReferenceStore(cfg.run.reference_cache))
     cycle_cb = callbacks.MultigridCallback(plan)
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
     hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision,
@@ -225,12 +201,12 @@ def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpoint
     cbs = [
         # Horovod: broadcast first, so rank 0's weights and optimizer state are on every worker before any other
         # callback or the first step uses them.
-        distributed.BroadcastCallback(),
+        callbacks.BroadcastCallback(),
         # Cycle and validation publish resolution, level, visit and eval/res{N}/... into the epoch's logs ...
         cycle_cb,
         validation_cb,
         # ... before TensorBoard (chief only) reads those logs.
-        callbacks.TensorBoardLogger(os.path.join(cfg.run.model_dir, "logs"), plan, hparams, validator),
+        callbacks.TensorBoardLogger(os.path.join(cfg.run.model_dir, modeldir.LOGS_DIR), plan, hparams, validator),
         # Checkpoint last: an epoch is saved only after it was checked against the plan and validated, so a
         # diverged run stops before it overwrites the last good checkpoint.
         callbacks.CheckpointCallback(checkpointer, network, plan, cfg.run.checkpoint_seconds),
@@ -250,5 +226,5 @@ def _fit(cfg: config.TrainConfig, plan, energy_trainer, train_set, start_epoch: 
 
 
 def _save_results(model_dir: str, network, summary: dict) -> None:
-    files.save_keras(network, os.path.join(model_dir, inference.MODEL_FILE))
-    files.write_json(os.path.join(model_dir, rundir.SUMMARY_FILE), summary, indent=2)
+    files.save_keras(network, os.path.join(model_dir, modeldir.MODEL_FILE))
+    files.write_json(os.path.join(model_dir, modeldir.SUMMARY_FILE), summary, indent=2)

@@ -1,7 +1,7 @@
-"""Scoring a solver against the AMG reference (DESIGN.md s.6): metrics next to u = 1 - x, the table, the figure.
+"""Scoring a solver against the AMG reference (docs/design.rst s.6): metrics next to u = 1 - x, the table, the figure.
 
-One home for evaluation: poisson-tf-evaluate and the training-time validation (callbacks.Validator) both call
-evaluate(); using a model (load, predict, export) is inference.py's.
+One home for scoring: poisson-tf-evaluate and the training-time validation (training.callbacks.Validator) both
+call evaluate(); using a model (load, predict, export) is inference.py's.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def evaluate(predict_fn, coeffs: np.ndarray, eta: float, resolutions, store, bat
       predict_fn: nu [b, N, N, N] -> u [b, N, N, N].
       coeffs: KL coefficients [S, m] of the evaluation samples.
       resolutions: where to evaluate; those above max(trained_resolutions) are marked zero_shot.
-      store: a reference.ReferenceStore.
+      store: a solvers.ReferenceStore.
       baseline: also score u = 1 - x (constant over a training run, so validation leaves it out).
 
     Returns:

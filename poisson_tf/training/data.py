@@ -89,7 +89,7 @@ def global_batches(num_samples: int, global_batch_size: int, seed: int, epoch, s
     """The global batches of one epoch, [steps, global_batch] sample indices (a tf int32 tensor).
 
     One permutation of all samples per epoch, keyed by (seed, epoch) alone, cut into whole global batches: the
-    same batches for any number of workers (DESIGN.md s.8); the few samples past the last whole batch change
+    same batches for any number of workers (docs/design.rst s.8); the few samples past the last whole batch change
     from epoch to epoch, so every sample is trained.
     """
     order = tf.range(num_samples)
@@ -175,7 +175,7 @@ def multigrid_dataset(plan, coeffs: np.ndarray, eta: float = fields.DEFAULT_ETA,
     step it had reached.
 
     Args:
-      plan: a compiled multigrid.EpochPlan (config.TrainConfig.plan()).
+      plan: a compiled cycles.EpochPlan (config.TrainConfig.plan()).
       coeffs: the training samples, at least as many as any level uses.
       start_epoch: the first epoch of the plan to produce (0, or the epoch after a checkpoint).
       cache_budget_bytes: shared by the levels, finest first.

@@ -14,10 +14,7 @@ import sys
 import numpy as np
 
 from poisson_tf import config, files
-
-CHECKPOINT_FILE = "checkpoint.h5"
-PREVIOUS_FILE = "checkpoint.previous.h5"
-CHECKPOINT_FILES = (CHECKPOINT_FILE, PREVIOUS_FILE)  # newest first
+from poisson_tf.modeldir import CHECKPOINT_FILE, CHECKPOINT_FILES, PREVIOUS_CHECKPOINT_FILE
 FORMAT_VERSION = 2
 _GROUPS = ("network", "optimizer")
 
@@ -59,7 +56,7 @@ class Checkpointer:
     def __init__(self, model_dir: str, fingerprint: dict):
         self.model_dir = model_dir
         self.path = os.path.join(model_dir, CHECKPOINT_FILE)
-        self.previous_path = os.path.join(model_dir, PREVIOUS_FILE)
+        self.previous_path = os.path.join(model_dir, PREVIOUS_CHECKPOINT_FILE)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
 
     def exists(self) -> bool:

@@ -1,4 +1,4 @@
-"""Multigrid training cycles of DESIGN.md section 7 as plain data (no TensorFlow here)."""
+"""Multigrid training cycles of docs/design.rst s.7 as plain data (no TensorFlow here)."""
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +29,7 @@ class Visit:
 
 @dataclasses.dataclass(frozen=True)
 class LevelSettings:
-    """How one level trains: global batch, samples, learning-rate factor (DESIGN.md s.7)."""
+    """How one level trains: global batch, samples, learning-rate factor (docs/design.rst s.7)."""
 
     resolution: int
     global_batch_size: int
@@ -188,7 +188,7 @@ def schedule(cycle: str, resolutions: Sequence[int], epochs_per_visit=1, num_cyc
              unit: str = "epochs") -> list:
     """The visits of `num_cycles` repetitions of a cycle over the given levels.
 
-    Repeated visits are merged within a cycle (DESIGN.md s.7); repetitions of the cycle keep their own
+    Repeated visits are merged within a cycle (docs/design.rst s.7); repetitions of the cycle keep their own
     visits, so `single` run k times trains k visits and a V-cycle run twice visits the finest level twice
     in a row.
 

@@ -15,14 +15,9 @@ import socket
 import sys
 import time
 
-from poisson_tf import checkpoint, config, files, inference
+from poisson_tf import files
+from poisson_tf.modeldir import CHECKPOINT_FILES, LOCK_FILE, MODEL_FILE, RUN_DIRS, RUN_FILES
 
-LOCK_FILE = ".lock"
-SUMMARY_FILE = "train_summary.json"
-SAMPLE_FILES = ("train_samples.h5", "val_samples.h5")
-#: What a training run writes into its model_dir, newest results first (what --overwrite removes, in order).
-RUN_FILES = (inference.MODEL_FILE, SUMMARY_FILE, *checkpoint.CHECKPOINT_FILES, config.CONFIG_FILE, *SAMPLE_FILES)
-RUN_DIRS = ("logs", "eval")
 RESUME_MODES = ("false", "true", "auto")
 
 
@@ -66,10 +61,10 @@ def decide(model_dir: str, resume: str, overwrite: bool) -> tuple:
         return True, False
     present = contents(model_dir)
     if resume == "auto" and not overwrite:
-        if any(name in present for name in checkpoint.CHECKPOINT_FILES):
+        if any(name in present for name in CHECKPOINT_FILES):
             return True, False
-        if inference.MODEL_FILE in present:
-            raise ValueError(f"--resume=auto: {model_dir!r} holds a trained {inference.MODEL_FILE} but no checkpoint "
+        if MODEL_FILE in present:
+            raise ValueError(f"--resume=auto: {model_dir!r} holds a trained {MODEL_FILE} but no checkpoint "
                              f"to continue from; use another --model_dir, or --overwrite to replace that model")
         return False, bool(present)  # a run that never saved a checkpoint has nothing to lose
     if present and not overwrite:

@@ -1,19 +1,18 @@
-"""Frozen run configuration, framework-free: one dataclass per component, validated once, saved to model_dir.
+"""The run configuration's schema: one frozen dataclass per component, validated when built, and the model presets.
 
-Every field is also a command-line flag of poisson-tf-train: `options()` derives the flags from the dataclasses
-(a new field is one line here), and `override()` applies the ones given by one rule: a value given explicitly
-replaces the saved or preset one. Importing this module loads neither TensorFlow nor Keras.
+Every field is also a command-line flag of poisson-tf-train (config.options derives them from these
+dataclasses; a new field is one line here). Framework-free: importing this module loads neither TensorFlow nor
+Keras. modeldir saves and loads a TrainConfig in a model_dir.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 
-from poisson_tf import fields, files, multigrid
+from poisson_tf import cycles, fields
+from poisson_tf.config import checks
+from poisson_tf.config.checks import check_resolution, require
 
-CONFIG_FILE = "config.json"
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 NORMALIZATIONS = ("none", "batch", "group", "instance", "layer")
 DOWNSAMPLING = ("conv", "pool")
@@ -25,9 +24,6 @@ COARSE_NU = ("sample", "restrict")
 LR_DECAYS = ("constant", "cosine", "cosine_per_visit")
 
 
-MAX_THREADS = 1024  # TensorFlow aborts the process on a negative thread count; more than this is no CPU node
-MAX_SEED = 2 ** 32 - 1  # numpy's seeds (keras.utils.set_random_seed) stop here
-MAX_NUM_TERMS = 1000
 VERBOSITIES = (0, 1, 2)
 
 
@@ -35,25 +31,6 @@ def _field(default, help: str, flag: str = "", items: type = int):
     """A config field and the help of its command-line flag (named after the field unless `flag` is given);
     `items`: the type of a tuple field's elements."""
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "items": items})
-
-
-def require(ok: bool, name: str, value, valid: str) -> None:
-    """Raises ValueError('<name> must be <valid>, got <value>') unless ok: the one form of a refused value
-    (also for the command lines' own flags, named '--flag')."""
-    if not ok:
-        raise ValueError(f"{name} must be {valid}, got {value!r}")
-
-
-def check_threads(threads: int) -> int:
-    """Raises ValueError unless threads is a TensorFlow thread count: 0 (automatic) to MAX_THREADS."""
-    require(not isinstance(threads, bool) and isinstance(threads, int) and 0 <= threads <= MAX_THREADS,
-             "threads", threads, f"an integer from 0 (automatic: the cores of this worker) to {MAX_THREADS}")
-    return threads
-
-
-def _check_seed(name: str, seed: int) -> None:
-    require(not isinstance(seed, bool) and isinstance(seed, int) and 0 <= seed <= MAX_SEED, name, seed,
-             f"an integer from 0 to {MAX_SEED}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,11 +115,10 @@ class ModelConfig:
 
 
 PRESETS = {
-    # The default: ~0.3 s a step at 64^3 (batch 4) on 2 AVX2 cores. No normalization: instance and group
-    # norm discard the amplitude of the features, and rel_l2 after 320 steps at 32^3 was 10.8% with
-    # instance norm against 3.2% without. Depth 4, not 3: after 800 steps at 64^3 (same time per step) rel_l2
-    # was 1.50% against 3.11%, since a depth-3 U-Net does not see the whole cube at 64^3 and u at a point
-    # depends on nu everywhere; 16 base filters gave 1.45% in twice the time (benchmarks/bench_cycles.py).
+    # The default. No normalization: instance and group norm discard the amplitude of the features, which
+    # the solution needs. Depth 4, not 3: a depth-3 U-Net does not see the whole cube at 64^3, and u at a point
+    # depends on nu everywhere; depth 4 trained to half the error in the same time (the single-level rows of
+    # benchmarks/results/cycles.jsonl; docs/design.rst, "Departures").
     "small": ModelConfig(depth=4, base_filters=8, max_filters=64, kernel_size=3, extra_convs=1,
                          normalization="none"),
     # For tests: as small as a U-Net gets.
@@ -160,26 +136,6 @@ def preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; valid presets: {sorted(PRESETS)}")
     return PRESETS[name]
-
-
-def valid_resolutions(depth: int, up_to: int = 512) -> list:
-    """Resolutions N <= up_to that a network of this depth accepts (multiples of 2**depth)."""
-    step = 2 ** depth
-    return list(range(step, up_to + 1, step))
-
-
-def check_resolution(resolution: int, depth: int) -> int:
-    """Raises ValueError unless resolution is a multiple of 2**depth and >= 2 (depth 0: any N >= 2, a network
-    with a working resolution)."""
-    step = 2 ** depth
-    if isinstance(resolution, bool) or int(resolution) != resolution or resolution < max(step, 2) or \
-            resolution % step:
-        if not depth:
-            raise ValueError(f"resolution {resolution!r}: N must be an integer number of nodes per axis >= 2")
-        shown = ", ".join(map(str, valid_resolutions(depth, 8 * step)))
-        raise ValueError(f"resolution {resolution!r} cannot pass a depth-{depth} U-Net: N must be a multiple "
-                         f"of 2^{depth} = {step} ({shown}, ...)")
-    return int(resolution)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,8 +157,8 @@ class DataConfig:
             raise ValueError(f"num_train and num_val must be >= 1, got {self.num_train} and {self.num_val}")
         if self.sampling not in fields.SAMPLING_METHODS:
             raise ValueError(f"sampling must be one of {fields.SAMPLING_METHODS}, got {self.sampling!r}")
-        require(1 <= self.num_terms <= MAX_NUM_TERMS, "num_terms", self.num_terms, f"in 1..{MAX_NUM_TERMS}")
-        _check_seed("data_seed", self.seed)
+        require(1 <= self.num_terms <= checks.MAX_NUM_TERMS, "num_terms", self.num_terms, f"in 1..{checks.MAX_NUM_TERMS}")
+        checks.check_seed("data_seed", self.seed)
         require(self.cache_budget_mb >= 0, "cache_budget_mb", self.cache_budget_mb, ">= 0 (0: no caching)")
         fields.check_eta(self.eta)
         fields.kl_roots(self.num_terms)
@@ -219,19 +175,19 @@ class CycleConfig:
 
     A spec cycle ('resolution:length,...') names its own levels and visit lengths: `levels` is derived from it,
     and `epochs_per_visit`, `visit_unit` and `num_cycles` apply to named cycles only. The per-level lists (one
-    value per level, coarse to fine; empty = the default rule of multigrid.level_settings) hold for both.
+    value per level, coarse to fine; empty = the default rule of cycles.level_settings) hold for both.
     """
 
     levels: tuple = _field((16, 32, 64), "Training resolutions, coarse to fine (a cycle spec sets its own).")
     # The default is what measured best at the default's finest level, 64^3 (benchmarks/results/cycles.jsonl):
     # single-level training, 800 steps (50 epochs); at 128^3 a Half-V pays off instead (flags/multigrid_128.flags).
-    cycle: str = _field("single", f"One of {multigrid.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
+    cycle: str = _field("single", f"One of {cycles.CYCLES}, or a spec like '16:4,32:2,64:1' (resolution:length "
                                   "of every visit; a length is epochs, or steps with an 's' suffix, or millions "
                                   "of voxels with 'mv').")
     # 50 epochs of the default 64 samples in batches of 4: 800 steps at the finest level.
     epochs_per_visit: tuple = _field((12, 12, 50), "Length of every visit of a named cycle in --visit_unit "
                                                    "units: one value, or one per level (coarse to fine).")
-    visit_unit: str = _field("epochs", f"Unit of --epochs_per_visit, one of {multigrid.UNITS}: epochs (passes "
+    visit_unit: str = _field("epochs", f"Unit of --epochs_per_visit, one of {cycles.UNITS}: epochs (passes "
                                       "over the level's samples), optimizer steps, or millions of voxels.")
     num_cycles: int = _field(1, "How many times a named cycle runs.")
     batch_per_level: tuple = _field((), "Global batch of every level, coarse to fine (default: constant voxels "
@@ -246,8 +202,8 @@ class CycleConfig:
 
     def __post_init__(self):
         epochs = self.epochs_per_visit[0] if len(self.epochs_per_visit) == 1 else list(self.epochs_per_visit)
-        visits = multigrid.build_schedule(self.cycle, self.levels, epochs, self.num_cycles, self.visit_unit)
-        if multigrid.is_spec(self.cycle):
+        visits = cycles.build_schedule(self.cycle, self.levels, epochs, self.num_cycles, self.visit_unit)
+        if cycles.is_spec(self.cycle):
             object.__setattr__(self, "levels", tuple(sorted({v.resolution for v in visits})))
         object.__setattr__(self, "_visits", tuple(visits))  # derived once, with the validation it implies
         if not self.revisit_lr_scale > 0:
@@ -258,8 +214,8 @@ class CycleConfig:
         return list(self._visits)
 
     def level_settings(self, global_batch_size: int, num_train: int) -> list:
-        """multigrid.LevelSettings of every level, from the finest level's batch and samples."""
-        return multigrid.level_settings(self.levels, global_batch_size, num_train, self.batch_per_level,
+        """cycles.LevelSettings of every level, from the finest level's batch and samples."""
+        return cycles.level_settings(self.levels, global_batch_size, num_train, self.batch_per_level,
                                         self.samples_per_level, self.lr_per_level)
 
 
@@ -321,9 +277,9 @@ class RunConfig:
 
     def __post_init__(self):
         require(bool(self.model_dir), "model_dir", self.model_dir, "a directory name")
-        _check_seed("seed", self.seed)
+        checks.check_seed("seed", self.seed)
         require(self.validate_every >= 1, "validate_every", self.validate_every, ">= 1 (visits)")
-        check_threads(self.threads)
+        checks.check_threads(self.threads)
         if not self.checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds must be >= 0 (0: every epoch), got {self.checkpoint_seconds}")
         require(self.verbose in VERBOSITIES, "verbose", self.verbose, f"one of {VERBOSITIES}")
@@ -338,7 +294,7 @@ RUNTIME_SETTINGS = ("data.cache_budget_mb", "run.model_dir", "run.validate_every
                     "run.reference_cache", "run.threads", "run.checkpoint_seconds", "run.verbose",
                     "run.steps_per_execution")
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "cycle": CycleConfig, "optim": OptimConfig,
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "cycle": CycleConfig, "optim": OptimConfig,
              "run": RunConfig}
 
 
@@ -360,7 +316,7 @@ class TrainConfig:
             raise ValueError(f"num_train ({self.data.num_train}) must hold at least one global batch "
                              f"({self.optim.global_batch_size})")
         levels = self.cycle.level_settings(self.optim.global_batch_size, self.data.num_train)
-        plan = multigrid.compile_plan(self.cycle.visits(), levels, self.cycle.revisit_lr_scale)
+        plan = cycles.compile_plan(self.cycle.visits(), levels, self.cycle.revisit_lr_scale)
         if plan.steps_per_epoch % self.run.steps_per_execution:
             raise ValueError(f"steps_per_execution ({self.run.steps_per_execution}) must divide the steps per "
                              f"epoch ({plan.steps_per_epoch}, from num_train, the batch and the cycle), e.g. "
@@ -376,7 +332,7 @@ class TrainConfig:
                                      "is not")
         object.__setattr__(self, "_plan", plan)  # compiled once, with the validation it implies
 
-    def plan(self) -> multigrid.EpochPlan:
+    def plan(self) -> cycles.EpochPlan:
         """The compiled epoch plan: visits with their steps, batches, samples and learning-rate factors."""
         return self._plan
 
@@ -397,106 +353,14 @@ class TrainConfig:
                 raise ValueError(f"unknown {kind.__name__} keys {sorted(unknown)} in the saved config")
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
         return cls(preset=d.get("preset", "small"),
-                   **{section: build(kind, d[section]) for section, kind in _SECTIONS.items()})
+                   **{section: build(kind, d[section]) for section, kind in SECTIONS.items()})
 
     def fingerprint(self) -> dict:
         """What a checkpoint must share with the run that resumes it: every setting that changes the sequence
         of updates (so that a --deterministic resume reaches the weights of an uninterrupted run), as
         {path: value}; the RUNTIME_SETTINGS may differ."""
         d = self.to_dict()
-        return {o.path: d[o.path.partition(".")[0]][o.path.partition(".")[2]] for o in options()
-                if "." in o.path and o.path not in RUNTIME_SETTINGS}
-
-    def save(self, model_dir: str) -> str:
-        return files.write_json(os.path.join(model_dir, CONFIG_FILE), self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def load(cls, model_dir: str) -> "TrainConfig":
-        """The configuration saved in model_dir; ValueError when there is none or it is not one."""
-        path = os.path.join(model_dir, CONFIG_FILE)
-        if not os.path.isfile(path):
-            raise ValueError(f"{model_dir!r} holds no {CONFIG_FILE}: not a poisson_tf model_dir")
-        try:
-            with open(path) as f:
-                return cls.from_dict(json.load(f))
-        except (KeyError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not a valid poisson_tf configuration ({type(e).__name__}: {e}); it was "
-                             f"damaged or not written by poisson-tf-train") from None
+        return {f"{section}.{name}": value for section in SECTIONS for name, value in d[section].items()
+                if f"{section}.{name}" not in RUNTIME_SETTINGS}
 
 
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One config field as a command-line flag."""
-
-    flag: str       # the flag's name: the field's, or its metadata's `flag`
-    path: str       # "preset" or "<section>.<field>", e.g. "model.depth"
-    kind: str       # "int", "float", "str", "bool" or "tuple" (of ints, a comma-separated list)
-    default: object  # shown by --help; None for model fields (the preset's)
-    help: str
-
-    items: type = int  # the element type of a tuple field
-
-    def parse(self, value):
-        """A flag's value as the field takes it (comma-separated strings -> a tuple of `items`)."""
-        if self.kind != "tuple":
-            return value
-        try:
-            return tuple(self.items(v) for v in value)
-        except (TypeError, ValueError):
-            kind = "integers" if self.items is int else "numbers"
-            raise ValueError(f"--{self.flag} must be a comma-separated list of {kind}, got "
-                             f"{','.join(map(str, value))}") from None
-
-
-def _option(path: str, field: dataclasses.Field, default) -> Option:
-    return Option(field.metadata["flag"] or field.name, path, field.type, default, field.metadata["help"],
-                  field.metadata["items"])
-
-
-def options() -> list:
-    """Every config field as a flag, derived from the dataclasses: preset, then model, data, cycle, optim, run."""
-    defaults = TrainConfig()
-    out = [_option("preset", next(f for f in dataclasses.fields(TrainConfig) if f.name == "preset"),
-                   defaults.preset)]
-    for section, kind in _SECTIONS.items():
-        for f in dataclasses.fields(kind):
-            default = None if section == "model" else getattr(getattr(defaults, section), f.name)
-            out.append(_option(f"{section}.{f.name}", f, default))
-    return out
-
-
-def override(values: dict, saved: TrainConfig | None = None) -> TrainConfig:
-    """The one override rule: a value given replaces the saved or preset one.
-
-    The starting point is `saved` (a resumed run), or else the defaults with the named preset's model; a
-    given `preset` replaces the whole model first, then model fields given replace its fields.
-
-    Args:
-      values: path -> value of the fields given explicitly, e.g. {"preset": "tiny", "model.depth": 2,
-        "cycle.levels": ["8", "16"]} (tuple fields may come as lists of strings).
-      saved: the configuration to continue from, or None.
-
-    Raises:
-      ValueError: an unknown path, a value a field refuses, or levels, epochs_per_visit or num_cycles given
-        beside a cycle spec (the spec sets them).
-    """
-    by_path = {o.path: o for o in options()}
-    unknown = sorted(set(values) - set(by_path))
-    if unknown:
-        raise ValueError(f"unknown configuration fields {unknown}; valid: {sorted(by_path)}")
-    given = {path: by_path[path].parse(value) for path, value in values.items()}
-    base = saved or TrainConfig()
-    name = given.get("preset", base.preset)
-    cycle = given.get("cycle.cycle", base.cycle.cycle)
-    beside = [f"--{by_path['cycle.' + f].flag}" for f in SPEC_SETS if "cycle." + f in given]
-    if multigrid.is_spec(cycle) and beside:
-        raise ValueError(f"{', '.join(beside)} cannot be given with the cycle spec {cycle!r}: the spec sets the "
-                         f"levels and the epochs of every visit itself; drop {', '.join(beside)}, or use a named "
-                         f"cycle {multigrid.CYCLES}")
-    sections = {section: getattr(base, section) for section in _SECTIONS}
-    if saved is None or "preset" in given:
-        sections["model"] = preset(name)
-    for section, current in sections.items():
-        fields_ = {path.partition(".")[2]: value for path, value in given.items() if path.startswith(section + ".")}
-        sections[section] = dataclasses.replace(current, **fields_)
-    return TrainConfig(preset=name, **sections)

@@ -1,4 +1,4 @@
-"""What the four command lines share: one-line errors, flag checks, and whether a parallel launcher started us.
+"""What the four command lines (cli/train.py, evaluate.py, predict.py, solve.py) share: one-line errors, flag checks, and whether a parallel launcher started us.
 
 Framework-free, so that a command line checks its flags and inputs before TensorFlow loads (seconds, not tens
 of seconds). Every error a user can cause ends the command with `poisson-tf-X: error: <one sentence>`, exit
@@ -13,19 +13,10 @@ import traceback
 
 from absl import app, flags
 
-# Environment variables set by the launchers this package supports (horovodrun with MPI or Gloo, mpirun, srun).
-_LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+from poisson_tf.hardware import launched
+
 #: Errors a user can cause (bad flags or files, a full disk, a diverged run): one line, no traceback.
 USER_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
-
-
-def launched() -> bool:
-    """True when this process was started by horovodrun, mpirun or srun (or POISSON_TF_HOROVOD=1)."""
-    if os.environ.get("POISSON_TF_HOROVOD") == "1":
-        return True
-    if os.environ.get("SLURM_NTASKS", "1") not in ("", "1") and "SLURM_PROCID" in os.environ:
-        return True
-    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
 
 
 def _rank() -> int:

@@ -1,6 +1,7 @@
 """Shipping a trained run as a pretrained solver: its files, a held-out sample set, the fingerprint, the card.
 
-scripts/ship_pretrained.py is the command line; model_card() can be re-run once the shipped solver has been
+A maintainer's release tool, not part of the installed package: scripts/ship_pretrained.py is its command line;
+model_card() can be re-run once the shipped solver has been
 evaluated (poisson-tf-evaluate --model_dir=pretrained:<name>), to put the report into MODEL_CARD.md.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shlex
 
 import numpy as np
 
-from poisson_tf import config, fields, files, inference, multigrid, pretrained, rundir
+from poisson_tf import config, cycles, fields, files, inference, modeldir, pretrained
 
 #: The held-out set's default seed is the training data seed plus this (a different scrambled sequence).
 HELD_OUT_SEED_OFFSET = 1000
@@ -36,7 +37,7 @@ def held_out_set(cfg: config.TrainConfig, num_samples: int = MIN_HELD_OUT, seed:
       ValueError: fewer than MIN_HELD_OUT samples, the training seed, or a sample the run trained or
         validated on.
     """
-    from poisson_tf import data
+    from poisson_tf.training import data
 
     config.require(num_samples >= MIN_HELD_OUT, "--num_held_out", num_samples, f">= {MIN_HELD_OUT}")
     seed = (cfg.data.seed + HELD_OUT_SEED_OFFSET) % (config.MAX_SEED + 1) if seed is None else seed
@@ -55,7 +56,7 @@ def held_out_set(cfg: config.TrainConfig, num_samples: int = MIN_HELD_OUT, seed:
 
 def read_summary(run_dir: str) -> dict | None:
     """The run's train_summary.json without its per-epoch history, or None when it has none."""
-    path = os.path.join(run_dir, rundir.SUMMARY_FILE)
+    path = os.path.join(run_dir, modeldir.SUMMARY_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
@@ -86,7 +87,7 @@ def train_command(cfg: config.TrainConfig, workers: int = 1, model_dir: str = "r
     for path, value in cfg.fingerprint().items():
         section, _, name = path.partition(".")
         option = flags[path]
-        if section == "cycle" and name in config.SPEC_SETS and multigrid.is_spec(cfg.cycle.cycle):
+        if section == "cycle" and name in config.SPEC_SETS and cycles.is_spec(cfg.cycle.cycle):
             continue
         if option.kind == "tuple":
             if not value:  # empty: the default per-level rule
@@ -122,23 +123,23 @@ def ship(run_dir: str, name: str = pretrained.DEFAULT_NAME, root: str = pretrain
       ValueError: a bad name, a run without a trained model, a report that is not one, a bad held-out set.
     """
     check_name(name)
-    inference.check_model_dir(run_dir)
-    if pretrained.has_fingerprint(run_dir):
+    run = modeldir.open_model_dir(run_dir)
+    if run.fingerprint is not None:
         raise ValueError(f"{run_dir!r} is a shipped solver, not a training run; give the run it was shipped from")
-    cfg = config.TrainConfig.load(run_dir)
+    cfg = run.config
     evaluation = read_report(report) if report else None
     held_out = held_out_set(cfg, num_held_out, held_out_seed)
-    num_params = inference.load_solver(run_dir).count_params()
+    num_params = inference.load_solver(run).count_params()
 
     directory = os.path.join(root, name)
     os.makedirs(directory, exist_ok=True)
-    fingerprint_path = os.path.join(directory, pretrained.FINGERPRINT_FILE)
+    fingerprint_path = os.path.join(directory, modeldir.FINGERPRINT_FILE)
     if os.path.exists(fingerprint_path):
         os.remove(fingerprint_path)  # until the new one is written, the directory is no shipped solver
-    files.copy_file(os.path.join(run_dir, inference.MODEL_FILE), os.path.join(directory, inference.MODEL_FILE))
-    dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, reference_cache="")).save(directory)
-    held_out.save(os.path.join(directory, pretrained.SAMPLES_FILE))
-    files.write_json(fingerprint_path, pretrained.fingerprint(directory, num_params), indent=2, sort_keys=True)
+    files.copy_file(run.model_path, os.path.join(directory, modeldir.MODEL_FILE))
+    modeldir.save_config(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, reference_cache="")), directory)
+    held_out.save(os.path.join(directory, modeldir.VAL_SAMPLES_FILE))
+    files.write_json(fingerprint_path, modeldir.fingerprint(directory, num_params), indent=2, sort_keys=True)
     write_model_card(directory, read_summary(run_dir), evaluation, placeholder, source=os.path.abspath(run_dir))
     inference.load_solver(directory)  # the whole check a user's load makes
     return directory
@@ -147,7 +148,7 @@ def ship(run_dir: str, name: str = pretrained.DEFAULT_NAME, root: str = pretrain
 def write_model_card(directory: str, summary: dict | None = None, report: dict | None = None,
                      placeholder: bool = False, source: str | None = None) -> str:
     """Writes directory's MODEL_CARD.md (model_card); returns its path."""
-    return files.write_text(os.path.join(directory, pretrained.CARD_FILE),
+    return files.write_text(os.path.join(directory, modeldir.CARD_FILE),
                             model_card(directory, summary, report, placeholder, source))
 
 
@@ -211,9 +212,9 @@ def model_card(directory: str, summary: dict | None = None, report: dict | None 
     from poisson_tf import hardware
 
     name = os.path.basename(os.path.normpath(directory))
-    cfg = config.TrainConfig.load(directory)
-    recorded = pretrained.read_fingerprint(directory)
-    held_out = _held_out_attrs(os.path.join(directory, pretrained.SAMPLES_FILE))
+    cfg = modeldir.load_config(directory)
+    recorded = modeldir.read_fingerprint(directory)
+    held_out = _held_out_attrs(os.path.join(directory, modeldir.VAL_SAMPLES_FILE))
     plan, m, d, o = cfg.plan(), cfg.model, cfg.data, cfg.optim
     params = recorded["architecture"]["num_params"]
     summary = summary or {}
@@ -283,12 +284,12 @@ def model_card(directory: str, summary: dict | None = None, report: dict | None 
                                  for n, v in sorted(validation.items(), key=lambda item: int(item[0]))) + ".")
     lines += ["", "## Evaluation", "", *_evaluation_section(report, name), "",
               "## Held-out set", "",
-              f"`{pretrained.SAMPLES_FILE}`: {held_out['num_samples']} KL coefficient vectors ({held_out['method']}, "
+              f"`{modeldir.VAL_SAMPLES_FILE}`: {held_out['num_samples']} KL coefficient vectors ({held_out['method']}, "
               f"seed {held_out['seed']}; the training data seed is {d.seed}), checked disjoint from the run's "
               "training and validation sets when shipped. `poisson-tf-evaluate --model_dir=pretrained:"
               f"{name}` evaluates on it by default.", "",
               "## Fingerprint", "",
-              f"`{pretrained.FINGERPRINT_FILE}` records the sha256 of the shipped files and the architecture "
+              f"`{modeldir.FINGERPRINT_FILE}` records the sha256 of the shipped files and the architecture "
               "(preset, every model field, parameter count). `poisson_tf.load_pretrained`, and the command lines "
               "given `pretrained[:name]` or this directory, refuse weights or a configuration that do not match it.",
               "", "| file | sha256 |", "|---|---|",

@@ -1,4 +1,5 @@
-"""Keras callbacks of the multigrid trainer: cycle position, validation, TensorBoard, checkpoints."""
+"""Keras callbacks of the training loop: the broadcast of rank 0's state, cycle position, validation, TensorBoard,
+checkpoints."""
 from __future__ import annotations
 
 import time
@@ -7,8 +8,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from poisson_tf import distributed, evaluation, inference
-from poisson_tf.multigrid import EpochPlan
+from poisson_tf import distributed, inference, scoring
+from poisson_tf.cycles import EpochPlan
+
+
+class BroadcastCallback(keras.callbacks.Callback):
+    """At the start of fit, copies rank 0's network weights and optimizer state to every worker, then gives
+    every worker its own dropout stream (seed_per_rank)."""
+
+    def on_train_begin(self, logs=None):
+        network = getattr(self.model, "network", self.model)
+        distributed.broadcast_model(network, self.model.optimizer)
+        distributed.seed_per_rank(network)  # Horovod: identical weights, different dropout masks
 
 
 class MultigridCallback(keras.callbacks.Callback):
@@ -56,7 +67,7 @@ def log_keys(results: dict) -> dict:
 class Validator:
     """Metrics of the network on validation samples against cached reference solutions, at given resolutions.
 
-    A thin view of evaluation.evaluate (samples split over workers and gathered, so every worker returns the
+    A thin view of scoring.evaluate (samples split over workers and gathered, so every worker returns the
     same numbers): the mean metrics per resolution, {N: {metric: value}}.
     """
 
@@ -66,7 +77,7 @@ class Validator:
         self.examples = {}  # resolution -> (nu, u, u_ref) of validation sample 0, on the chief
 
     def run(self) -> dict:
-        report = evaluation.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.coeffs,
+        report = scoring.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.coeffs,
                                      self.eta, self.resolutions, self.store, self.batch_size, baseline=False)
         self.examples = report["examples"]
         return {n: r["model"] for n, r in report["resolutions"].items()}

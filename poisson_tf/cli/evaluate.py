@@ -1,0 +1,124 @@
+"""poisson-tf-evaluate: a trained solver against the AMG reference at several resolutions (JSON, PNG, table)."""
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from poisson_tf import cli, config, modeldir
+
+FLAGS = flags.FLAGS
+#: Where a shipped solver's report goes by default: the working directory, since the package may be read-only.
+PRETRAINED_REPORT_DIR = "pretrained_eval"
+flags.DEFINE_string("model_dir", "runs/demo", "A model_dir written by poisson-tf-train, or pretrained[:name] (a "
+                    "solver shipped with the package).")
+flags.DEFINE_list("resolutions", [], "Resolutions to evaluate (default: the training levels and twice the finest).")
+flags.DEFINE_string("samples", "", "HDF5 sample set to evaluate (default: the model_dir's validation set; a shipped "
+                    "solver's held-out set).")
+flags.DEFINE_integer("num_samples", 0, "Evaluate only the first this many samples (0: all).")
+flags.DEFINE_integer("batch_size", 1, "Fields per forward pass.")
+flags.DEFINE_string("reference_cache", "", "Directory of cached reference solutions (default: the run's).")
+flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/report.json, for a shipped solver "
+                    f"./{PRETRAINED_REPORT_DIR}/<name>/report.json); a .png is written beside it.")
+
+
+def default_report(model_dir: str) -> str:
+    """<model_dir>/eval/report.json, or for a shipped solver ./pretrained_eval/<name>/report.json."""
+    if modeldir.has_fingerprint(model_dir):
+        return os.path.join(PRETRAINED_REPORT_DIR, os.path.basename(os.path.normpath(model_dir)), modeldir.REPORT_FILE)
+    return os.path.join(model_dir, modeldir.EVAL_DIR, modeldir.REPORT_FILE)
+
+
+def check_task(model_dir: str):
+    """(the opened model_dir, resolutions, reference cache directory, report path) from the flags, each checked
+    before any framework loads.
+
+    Args:
+      model_dir: the resolved model_dir (pretrained.resolve_model_dir).
+
+    Raises:
+      ValueError: a refused flag, or a model_dir, cache or report path that cannot serve.
+    """
+    from poisson_tf import files
+
+    config.require(FLAGS.batch_size >= 1, "--batch_size", FLAGS.batch_size, ">= 1 (fields per forward pass)")
+    config.require(FLAGS.num_samples >= 0, "--num_samples", FLAGS.num_samples, ">= 0 (0: all)")
+    opened = modeldir.open_model_dir(model_dir)
+    cfg = opened.config
+    trained = cfg.plan().resolutions  # what the run trained (a spec cycle names its own levels)
+    try:
+        resolutions = [int(r) for r in FLAGS.resolutions] or trained + [2 * trained[-1]]
+    except ValueError:
+        raise ValueError(f"--resolutions must be integers, got {FLAGS.resolutions}") from None
+    for n in resolutions:
+        cfg.model.check_resolution(n)
+    cache = FLAGS.reference_cache or cfg.run.reference_cache
+    if cache and os.path.exists(cache) and not os.path.isdir(cache):
+        raise ValueError(f"--reference_cache {cache!r} is a file, not a directory")
+    path = FLAGS.report or default_report(model_dir)
+    files.check_writable(path, "--report")
+    files.check_writable(os.path.splitext(path)[0] + ".png", "--report's .png")
+    return opened, resolutions, cache, path
+
+
+def samples_path(model_dir: str) -> str:
+    """--samples, or the model_dir's validation set (a shipped solver's held-out set)."""
+    return FLAGS.samples or os.path.join(model_dir, modeldir.VAL_SAMPLES_FILE)
+
+
+def load_samples(model_dir: str, num_terms: int):
+    """The sample set to evaluate (--samples, or the run's validation set) and the coefficients chosen by
+    --num_samples; ValueError when it cannot be read or holds none."""
+    from poisson_tf.training import data
+
+    path = samples_path(model_dir)
+    try:
+        samples = data.SampleSet.load(path, num_terms=num_terms)
+    except (TypeError, AttributeError) as e:  # a file whose `coeffs` or attributes are of the wrong kind
+        raise ValueError(f"cannot read sample set {path!r}: {e}") from None
+    coeffs = samples.coeffs[:FLAGS.num_samples or None]
+    if len(coeffs) == 0:
+        raise ValueError(f"sample set {path!r} holds no samples")
+    return samples, coeffs
+
+
+def main(argv):
+    del argv
+    from poisson_tf import pretrained
+
+    model_dir = pretrained.resolve_model_dir(FLAGS.model_dir)
+    opened, resolutions, cache, path = check_task(model_dir)
+    samples, coeffs = load_samples(model_dir, opened.config.data.num_terms)
+
+    from poisson_tf import distributed, hardware, inference, scoring, solvers
+
+    distributed.init(intra_op_threads=0, inter_op_threads=0)
+    model = inference.load_solver(opened)
+    trained = opened.config.plan().resolutions
+    report = scoring.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
+                              resolutions, solvers.ReferenceStore(cache), FLAGS.batch_size, trained)
+    examples = report.pop("examples")
+    report.update(model_dir=os.path.abspath(model_dir), trained_resolutions=trained, eta=samples.eta,
+                  workers=distributed.size(), machine=hardware.cpu_info(),
+                  samples={"path": os.path.abspath(samples_path(model_dir)),
+                           "role": samples.role, "seed": samples.seed, "num_samples": len(coeffs)})
+    distributed.on_chief(_publish, report, examples, path)
+
+
+def _publish(report: dict, examples: dict, path: str) -> None:
+    """Writes the JSON report and the figure beside it, and prints the table (the chief's part)."""
+    from poisson_tf import files, scoring
+
+    files.write_json(path, report, indent=2)
+    figure = scoring.save_figure(examples, os.path.splitext(path)[0] + ".png")
+    print(scoring.format_table(report))
+    print(f"wrote {path} and {figure}")
+
+
+def run():
+    """Console-script entry point."""
+    cli.run("poisson-tf-evaluate", main)
+
+
+if __name__ == "__main__":
+    run()

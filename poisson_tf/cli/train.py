@@ -1,0 +1,112 @@
+"""poisson-tf-train: multigrid-cycle training of a neural Poisson solver (single process or under Horovod).
+
+The defaults are the embedded demo: single-level training at 64^3 with the `small` preset (config.schema).
+"""
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from poisson_tf import cli, config, modeldir
+from poisson_tf.training import checkpoint, rundir
+
+FLAGS = flags.FLAGS
+
+
+def _define_config_flags() -> None:
+    """One flag per config field (--depth, --levels, --data_seed, ...), derived from the dataclasses."""
+    define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "str": flags.DEFINE_string,
+              "bool": flags.DEFINE_bool, "tuple": flags.DEFINE_list}
+    for option in config.options():
+        if option.default is None:
+            define[option.kind](option.flag, None, option.help + " Default: the preset's.")
+        else:
+            define[option.kind](option.flag, list(map(str, option.default)) if option.kind == "tuple"
+                                else option.default, option.help)
+
+
+class _ResumeParser(flags.ArgumentParser):
+    """--resume, --resume=true|false|auto, --noresume: a boolean flag that also takes `auto`."""
+
+    def parse(self, argument) -> str:
+        value = {"1": "true", "t": "true", "0": "false", "f": "false"}.get(str(argument).lower(), str(argument).lower())
+        if value not in rundir.RESUME_MODES:
+            raise ValueError(f"must be true, false or auto (--resume alone means true), got {argument!r}")
+        return value
+
+    def flag_type(self) -> str:
+        return "string"
+
+
+_define_config_flags()
+flags.DEFINE_flag(flags.Flag(
+    _ResumeParser(), flags.ArgumentSerializer(), "resume", "false",
+    "true (or --resume alone): continue model_dir's run from its checkpoint (saved config unless flags override); "
+    "auto: continue when model_dir has a checkpoint, else start a new run (preemptible VMs, SLURM --requeue); "
+    "false: a new run, refused in a non-empty model_dir unless --overwrite.", boolean=True))
+flags.DEFINE_bool("overwrite", False, "A new run replaces the run in model_dir (removes its config, checkpoints, "
+                  "model, sample sets, logs and eval/; nothing else).")
+flags.DEFINE_integer("stop_after_epochs", None, "Stop after this many epochs of the cycle (resume later).")
+
+
+def settle(given: dict, resume: str, overwrite: bool) -> tuple:
+    """What this launch does, decided from model_dir before anything is written (and before TensorFlow loads).
+
+    Args:
+      given: config path -> value of the flags given explicitly (and run.model_dir, run.threads).
+      resume, overwrite: the flags (see rundir.decide).
+
+    Returns:
+      (the configuration as a dict: the saved one with `given` applied when resuming, else the defaults with
+      `given`; resume: bool; clear: whether a new run removes the previous run's files).
+
+    Raises:
+      ValueError: a refused value or model_dir, a model_dir in use, or a checkpoint that cannot be resumed.
+    """
+    model_dir = given["run.model_dir"]
+    resume_run, clear = rundir.decide(model_dir, resume, overwrite)
+    rundir.check_unlocked(model_dir)
+    cfg = config.override(given, modeldir.load_config(model_dir) if resume_run else None)
+    if resume_run:
+        checkpoint.Checkpointer(model_dir, cfg.fingerprint()).load()  # refused now, not after TensorFlow loads
+    return cfg.to_dict(), resume_run, clear
+
+
+def main(argv):
+    del argv
+    if FLAGS.stop_after_epochs is not None:
+        config.require(FLAGS.stop_after_epochs >= 1, "--stop_after_epochs", FLAGS.stop_after_epochs, ">= 1")
+    threads = config.check_threads(FLAGS.threads)  # before TensorFlow: it aborts on a negative count
+    given = {o.path: FLAGS[o.flag].value for o in config.options() if FLAGS[o.flag].present}
+    # Where the run is now and how this launch uses its cores, even if a resumed run's saved config says otherwise.
+    given.update({"run.model_dir": FLAGS.model_dir, "run.threads": threads})
+    parallel = cli.launched()
+    if not parallel:  # alone: every check before TensorFlow loads, so a refused run ends in a second
+        settled = settle(given, FLAGS.resume, FLAGS.overwrite)
+    from poisson_tf import distributed, training
+
+    distributed.init(intra_op_threads=threads, inter_op_threads=0 if threads == 0 else 1)
+    if parallel:  # Horovod: the chief reads model_dir (the others need no shared file system) and tells all
+        settled = distributed.chief_decides(settle, given, FLAGS.resume, FLAGS.overwrite)
+    cfg_dict, resume, clear = settled
+    cfg = config.TrainConfig.from_dict(cfg_dict)
+    summary = training.train(cfg, resume=resume, stop_after_epochs=FLAGS.stop_after_epochs, overwrite=clear)
+    if distributed.is_chief():
+        if summary["start_epoch"] >= summary["end_epoch"]:
+            print(f"nothing to train: the checkpoint in {cfg.run.model_dir} already completed epoch "
+                  f"{summary['start_epoch']} of {summary['end_epoch']}; evaluate it with "
+                  f"poisson-tf-evaluate --model_dir={cfg.run.model_dir}")
+        for n, means in sorted(summary["validation_by_resolution"].items()):
+            print(f"validation rel_l2 at {n}^3: {100 * means['rel_l2']:.2f}% ({cfg.data.num_val} samples vs the AMG "
+                  "reference)")
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "validation_by_resolution")}))
+
+
+def run():
+    """Console-script entry point."""
+    cli.run("poisson-tf-train", main)
+
+
+if __name__ == "__main__":
+    run()
