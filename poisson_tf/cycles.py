@@ -195,7 +195,7 @@ def schedule(cycle: str, resolutions: Sequence[int], epochs_per_visit=1, num_cyc
     Args:
       cycle: one of CYCLES.
       resolutions: the levels L_0 < ... < L_k.
-      epochs_per_visit: one int, or one per level (coarse to fine): each visit's length in `unit`s.
+      epochs_per_visit: one int, or one per level (coarse to fine): each visit's length, in `unit`.
       num_cycles: how many times the cycle runs.
       unit: one of UNITS.
 

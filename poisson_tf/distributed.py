@@ -108,12 +108,12 @@ def is_chief() -> bool:
 
 
 def on_chief(fn, *args, **kwargs):
-    """fn(*args, **kwargs) on the chief only: the one way the package writes files; None on other workers."""
+    """``fn(*args, **kwargs)`` on the chief only: the one way the package writes files; None on other workers."""
     return fn(*args, **kwargs) if is_chief() else None
 
 
 def chief_decides(fn, *args, share: bool = True):
-    """fn(*args) on the chief only, its outcome broadcast: every worker gets fn's result (or None off the chief
+    """``fn(*args)`` on the chief only, its outcome broadcast: every worker gets fn's result (or None off the chief
     when not share), or the same ValueError, so all workers continue or fail together. For decisions that read
     the chief's files (a saved config, a checkpoint): the other workers need no shared file system.
     """

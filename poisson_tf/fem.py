@@ -95,7 +95,7 @@ def _check_same_shape(name: str, x: tf.Tensor, ref: tf.Tensor) -> None:
 
 
 def energy(u, nu, f=None) -> tf.Tensor:
-    """Discrete energy J(u) = sum_e sum_q detJ [1/2 nu_q |grad u_q|^2 - f_q u_q] per sample.
+    """Discrete energy ``J(u) = sum_e sum_q detJ [1/2 nu_q |grad u_q|^2 - f_q u_q]`` per sample.
 
     J is the true integral (Gauss weights 1, detJ = (h/2)^3), so it is resolution-stable; with f = 0 and
     u the discrete minimizer, 2 J equals the flux through x = 0 (docs/design.rst s.4).

@@ -51,9 +51,9 @@ def field_metrics(u, u_ref, nu) -> list:
       u, u_ref, nu: [B, N, N, N] or [B, N, N, N, 1] arrays (u_ref the reference solution of the same nu).
 
     Returns:
-      list of B dicts with rel_l2 = ||u - u_ref|| / ||u_ref||, max_abs = max |u - u_ref|,
+      list of B dicts with rel_l2 = ``||u - u_ref|| / ||u_ref||``, max_abs = ``max |u - u_ref|``,
       energy_gap = (J(u) - J(u_ref)) / J(u_ref) (>= 0 up to round-off: u_ref minimizes J), and
-      flux_error = |F(u) - F(u_ref)| / F(u_ref) with F the reaction flux through x = 0 (F(u_ref) = 2 J(u_ref)).
+      flux_error = ``|F(u) - F(u_ref)| / F(u_ref)`` with F the reaction flux through x = 0 (F(u_ref) = 2 J(u_ref)).
     """
     return compare_fields([u], u_ref, nu)[0]
 

@@ -60,11 +60,13 @@ def directional_tables() -> tuple:
     the Gauss abscissae (p, r) of the other two axes (in increasing axis order).
 
     On a trilinear element du/dx does not depend on x, so at the 2x2x2 Gauss points it takes only 4 values
-    (one per Gauss line along x), and sum_q nu_q |grad u_q|^2 = sum_d sum_lines W_d (du/ds_d)^2 with
-    W_d = the sum of nu over the 2 points of the line. Returns:
-      (gradient: du/ds_d on each line, i.e. the difference along d interpolated across;
-       weight: the interpolation across alone, so that nodal nu -> W_d, since the two 1D shape values
-       sum to 1 over the two Gauss points).
+    (one per Gauss line along x), and ``sum_q nu_q |grad u_q|^2 = sum_d sum_lines W_d (du/ds_d)^2`` with
+    W_d = the sum of nu over the 2 points of the line.
+
+    Returns:
+      (gradient, weight). gradient gives du/ds_d on each line, i.e. the difference along d interpolated across;
+      weight is the interpolation across alone, so that nodal nu -> W_d, since the two 1D shape values sum to 1
+      over the two Gauss points.
     """
     gradient = np.zeros((NUM_NODES, 12))
     weight = np.zeros((NUM_NODES, 12))

@@ -86,7 +86,7 @@ def format_table(report: dict) -> str:
 
 
 def save_figure(examples: dict, path: str) -> str:
-    """PNG of mid-plane (z = 1/2) slices of nu, u, u_ref and |u - u_ref| per resolution, with colorbars."""
+    """PNG of mid-plane (z = 1/2) slices of nu, u, u_ref and ``|u - u_ref|`` per resolution, with colorbars."""
     import matplotlib
 
     matplotlib.use("Agg")

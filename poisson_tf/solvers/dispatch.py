@@ -20,9 +20,10 @@ def solve(nu, rtol: float = 1e-10, x0=None, f=None, maxiter: int = 1000, method:
 
     Conjugate gradients on the free nodes (Dirichlet planes eliminated) to ||b - K u|| <= rtol ||b||, with one
     of two preconditioners of the same Q1 discretization:
-      "amg": the assembled stiffness, one smoothed-aggregation AMG V-cycle (pyamg); memory grows to ~30 GiB at 256^3.
-      "gmg": matrix-free, a geometric multigrid V-cycle (solvers.gmg); a few N^3 arrays, for N up to 512.
-      "auto": "gmg" from AUTO_GMG_RESOLUTION nodes per axis on, "amg" below.
+
+    - "amg": the assembled stiffness, one smoothed-aggregation AMG V-cycle (pyamg); memory grows to ~30 GiB at 256^3.
+    - "gmg": matrix-free, a geometric multigrid V-cycle (solvers.gmg); a few N^3 arrays, for N up to 512.
+    - "auto": "gmg" from AUTO_GMG_RESOLUTION nodes per axis on, "amg" below.
 
     Args:
       nu: [N, N, N] nodal diffusivity, finite and positive.

@@ -116,7 +116,7 @@ def _slice_image(volume: np.ndarray) -> np.ndarray:
 
 class TensorBoardLogger(keras.callbacks.Callback):
     """Chief-only TensorBoard: per-step energy, resolution, level, learning rate and voxels/s; validation
-    metrics, mid-plane slices of nu, u, u_ref and |error|; the run's hyperparameters.
+    metrics, mid-plane slices of nu, u, u_ref and ``|error|``; the run's hyperparameters.
 
     Per-step values are kept in Python during an epoch and written at its end by one compiled function:
     five eager summary ops per step cost ~6 ms, which made a 16^3 step 1.4x slower (benchmarks/).
