@@ -1,22 +1,75 @@
-"""Renders the benchmark JSON lines (benchmarks/results/*.jsonl) into README.rst between the results markers.
+"""Renders the benchmark JSON lines (benchmarks/results/*.jsonl) into the documentation's results pages, one page
+per record family (docs/results/<family>.rst: its table and figures), and the README's headline table.
 
-Usage: python benchmarks/render_readme.py [--readme README.rst]
-The newest record of each configuration and CPU class wins (every table names the class: avx2 or avx512);
-a benchmark without results is left out.
+Usage: python benchmarks/render_readme.py [--readme README.rst] [--docs docs]
+The newest record of each configuration and CPU class wins (every table names the class, see cpu()); a benchmark
+without results has no page. The pages and the README's table between its headline markers are generated: edit
+this script, not them.
 """
 import argparse
+import glob
 import json
 import os
 
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 RESULTS = os.environ.get("POISSON_TF_BENCH_RESULTS",
                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-START, END = ".. results-start", ".. results-end"
+START, END = ".. headline-start", ".. headline-end"
+# The README's headline: the shipped solver's accuracy (its records' --model name in evaluation.jsonl).
+HEADLINE_MODEL = "kl_small (shipped, runs at 32)"
+
+# Each results page's title, by record family (a family not listed here is titled by its name).
+PAGES = {
+    "evaluation": "Accuracy of trained models",
+    "error_analysis": "Where a solver's error sits",
+    "interpolation_floor": "Interpolation floor of a working resolution",
+    "reference": "Reference solvers",
+    "energy": "FEM energy loss",
+    "pipeline": "Input pipeline",
+    "models": "Presets: step time and memory",
+    "throughput": "Training throughput and efficiency",
+    "profile": "Where a training step's time goes",
+    "scaling": "Horovod ranks on one host",
+    "inference": "The network against the solver",
+    "megavoxel": "Megavoxel scale",
+    "precision": "Mixed precision",
+    "cycles": "Time to accuracy: training cycles",
+}
+# A figure belongs to the family its name starts with (before the first "_"), through these aliases.
+FIGURE_FAMILIES = {"cycles": "cycles", "error": "error_analysis"}
+CAPTIONS = {
+    "cycles_128.png": "Validation rel_l2 at 128^3 against training time and voxels: single level, Half-V, "
+                      "Half-V with the finest batch and with a cosine restart per visit, 2 seeds",
+    "cycles_128_step.png": "Validation rel_l2 at 128^3 against training time and voxels, single level and the "
+                           "Half-V, 2 seeds (validation after the first step 10 s after the last)",
+    "cycles_128_vf.png": "Validation rel_l2 at 128^3: V and F cycles against single-level training (run V/F 128)",
+    "cycles_128_restrict.png": "Coarse nu sampled from the KL expansion against restricted from the fine field "
+                               "(--coarse_nu), Half-V at 128^3",
+    "cycles_256.png": "Validation rel_l2 at 256^3: single level and the Half-V, first runs",
+    "cycles_256_all.png": "Validation rel_l2 at 256^3 against training time and voxels: single level, Half-V, V "
+                          "and F, 2 seeds (run all cycles 256)",
+    "error_kl_small_128.png": "kl_small at 128^3: plane errors, decile profiles, rel_l2 against contrast and KL "
+                              "coefficients, 2J and flux errors",
+    "error_kl_small_64.png": "kl_small at 64^3: the same panels",
+    "error_demo_64.png": "The demo model at 64^3: the same panels",
+    "error_training.png": "Validation rel_l2 against training seconds at 64^3 and 128^3, by schedule, depth and "
+                          "parameter count",
+}
 
 
 def cpu(record: dict) -> str:
-    """The CPU class a record was measured on; records from before they named it came from the AVX-512
-    machine (their matmul reference, 499 GFLOP/s, is out of an AVX2 machine's reach) and are marked '*'."""
-    return record.get("machine", {}).get("isa_class") or "avx512*"
+    """The CPU class a record was measured on: avx2, avx512, or amx (an AVX-512 CPU with AMX tiles), and
+    ":avx2" after it when ONEDNN_MAX_CPU_ISA capped oneDNN at AVX2. Records from before they named the class
+    came from the AVX-512 machine (their matmul reference, 499 GFLOP/s, is out of an AVX2 machine's reach) and
+    are marked "avx512*"."""
+    machine = record.get("machine", {})
+    name = machine.get("isa_class")
+    if not name:
+        return "avx512*"
+    if "amx_tile" in machine.get("isa_flags", ()):
+        name = "amx"
+    capped = machine.get("onednn_max_isa", "")
+    return f"{name}:{capped.lower()}" if capped else name
 
 
 def onednn(record: dict) -> str:
@@ -62,9 +115,10 @@ def table(title: str, command: str, header: list, records: list, cells, order=No
     return "\n".join(lines + [rule, "", ""])
 
 
-def render() -> str:
-    out = []
-    out.append(table(
+def tables() -> dict:
+    """Each record family's table (RST), by family; a family without records has none."""
+    out = {}
+    out["evaluation"] = table(
         "Accuracy of trained models against the reference solver (poisson-tf-evaluate, mean over the fields)",
         "python benchmarks/record_evaluation.py --report <model_dir>/eval/report.json --model <name>",
         ["model", "trained", "N", "fields", "rel_l2", "worst", "u = 1 - x", "energy_gap", "flux_error", "s / field",
@@ -77,8 +131,8 @@ def render() -> str:
                    f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-",
                    f"{r['wall_seconds']:.0f}" if r.get("wall_seconds") else "-",
                    f"{r['eval_peak_gib']:.1f}" if r.get("eval_peak_gib") else "-"],
-        lambda r: (r["model"], r["resolution"])))
-    out.append(table(
+        lambda r: (r["model"], r["resolution"]))
+    out["reference"] = table(
         "Reference AMG-CG solve and matrix-free GMG-CG (rtol 1e-10)",
         "python benchmarks/bench_reference.py --resolutions 32,64,128,256,512",
         ["N", "method", "sample", "contrast", "unknowns", "iterations", "seconds", "setup s", "peak GiB", "vs AMG"],
@@ -87,16 +141,16 @@ def render() -> str:
                    f"{r['contrast']:.0e}" if "contrast" in r else "", f"{r['unknowns']:,}", r["iterations"],
                    f"{r['seconds']:.2f}", f"{r['setup_seconds']:.2f}", f"{r['peak_rss_gib']:.2f}",
                    f"{r['relative_difference_to_amg']:.0e}" if "relative_difference_to_amg" in r else ""],
-        lambda r: (r["resolution"], r.get("sample", "sobol0"), r.get("method", "amg"))))
-    out.append(table(
+        lambda r: (r["resolution"], r.get("sample", "sobol0"), r.get("method", "amg")))
+    out["energy"] = table(
         "FEM energy loss next to one conv3d layer (voxels/s)", "python benchmarks/bench_energy.py",
         ["N", "energy fwd", "energy fwd+bwd", "conv3d 2^3 1->24", "conv3d 3^3 16->16"],
         load("energy", lambda r: (r["resolution"], r["batch"])),
         lambda r: [r["resolution"], f"{r['energy_forward_voxels_per_s']:.2e}",
                    f"{r['energy_forward_backward_voxels_per_s']:.2e}", f"{r['conv3d_2x2x2_1to24_voxels_per_s']:.2e}",
                    f"{r['conv3d_3x3x3_16to16_voxels_per_s']:.2e}"],
-        lambda r: (r["resolution"],)))
-    out.append(table(
+        lambda r: (r["resolution"],))
+    out["pipeline"] = table(
         "Input pipeline next to training (samples/s)", "python benchmarks/bench_pipeline.py",
         ["N", "preset", "batch", "steps per call", "threads", "pipeline (uncached)", "training", "training step ms",
          "ratio"],
@@ -105,15 +159,15 @@ def render() -> str:
         lambda r: [r["resolution"], r["preset"], r["batch"], r.get("steps_per_execution", 1), threads(r),
                    f"{r['pipeline_samples_per_s']:.0f}", f"{r['training_samples_per_s']:.1f}",
                    f"{1e3 * r['batch'] / r['training_samples_per_s']:.1f}", f"{r['ratio']:.0f}x"],
-        lambda r: (r["batch"], r.get("steps_per_execution", 1), threads(r), r["resolution"])))
-    out.append(table(
+        lambda r: (r["batch"], r.get("steps_per_execution", 1), threads(r), r["resolution"]))
+    out["models"] = table(
         "Step time and peak memory per preset (batch 1)", "python benchmarks/bench_models.py",
         ["preset", "params", "N", "forward s", "fwd+bwd s", "peak GiB inference", "peak GiB training"],
         load("models", lambda r: (r["preset"], r["resolution"], r["batch"])),
         lambda r: [r["preset"], f"{r['params']:,}", r["resolution"], f"{r['forward_seconds']:.3f}",
                    f"{r['step_seconds']:.3f}", f"{r.get('peak_inference_gib', float('nan')):.2f}",
-                   f"{r['peak_rss_gib']:.2f}"]))
-    out.append(table(
+                   f"{r['peak_rss_gib']:.2f}"])
+    out["throughput"] = table(
         "Training throughput and efficiency (2 threads)", "python benchmarks/bench_throughput.py",
         ["preset", "N", "batch", "precision", "oneDNN", "voxels/s", "FLOP/voxel (fwd)", "GFLOP/s", "matmul GFLOP/s",
          "efficiency"],
@@ -121,15 +175,19 @@ def render() -> str:
         lambda r: [r["preset"], r["resolution"], r["batch"], r["precision"], onednn(r), f"{r['voxels_per_s']:.2e}",
                    f"{r['flops_per_voxel']:.0f}", f"{r['achieved_flops'] / 1e9:.1f}",
                    f"{r['matmul_flops'] / 1e9:.0f}", f"{r['efficiency']:.0%}"],
-        lambda r: (r["precision"], r["preset"], r["batch"], r["resolution"])))
-    out.append(table(
+        lambda r: (r["precision"], r["preset"], r["batch"], r["resolution"]))
+    out["profile"] = table(
         "Where a training step's time goes (top 5 ops, summed over the compute threads)",
         "python benchmarks/bench_profile.py",
-        ["preset", "N", "batch", "step ms", "op ms", "top ops (ms)"],
-        load("profile", lambda r: (r["preset"], r["resolution"], r["batch"])),
-        lambda r: [r["preset"], r["resolution"], r["batch"], f"{r['step_seconds'] * 1e3:.0f}", f"{r['op_ms']:.0f}",
-                   "; ".join(f"{op['layer']} {op['op']} {op['ms']:.0f}" for op in r["top_ops"][:5])]))
-    out.append(table(
+        ["preset", "N", "batch", "precision", "padding", "GEMM convs", "step ms", "op ms", "top ops (ms)"],
+        # Precision and padding are configurations of their own (records from before they were set say "-").
+        load("profile", lambda r: (r["preset"], r["resolution"], r["batch"], r.get("precision", "-"),
+                                   r.get("padding", "-"))),
+        lambda r: [r["preset"], r["resolution"], r["batch"], r.get("precision", "-"), r.get("padding", "-"),
+                   r.get("gemm_convolutions", "-"), f"{r['step_seconds'] * 1e3:.0f}", f"{r['op_ms']:.0f}",
+                   "; ".join(f"{op['layer']} {op['op']} {op['ms']:.0f}" for op in r["top_ops"][:5])],
+        lambda r: (r["preset"], r.get("precision", "-"), r.get("padding", "-")))
+    out["scaling"] = table(
         "Horovod ranks on one host against one process (same global batch)",
         "python benchmarks/bench_scaling.py --resolution=64 [--gloo]",
         ["N", "workers", "threads each", "transport", "ranks bound", "voxels/s in total", "vs one process",
@@ -140,8 +198,8 @@ def render() -> str:
                    "yes" if r.get("bound", True) else "no (POISSON_TF_BIND=0)",
                    f"{r['total_voxels_per_s']:.2e}", f"{r['speedup_over_one_process']:.2f}x",
                    f"{r['allreduce_seconds_in_step'] * 1e3:.1f}", f"{r['allreduce_share']:.1%}"],
-        lambda r: (r["resolution"], r["workers"], r["transport"])))
-    out.append(table(
+        lambda r: (r["resolution"], r["workers"], r["transport"]))
+    out["inference"] = table(
         "The network against the reference solver at matched accuracy (demo model, seconds per field)",
         "python benchmarks/bench_inference.py --resolutions 32,64,128,256",
         ["N", "network s", "network rel_l2", "solver", "solver s to that rel_l2", "speedup", "solver s to 1e-10",
@@ -151,21 +209,46 @@ def render() -> str:
                    f"{r['solver_seconds_matched']:.2f}", f"{r['speedup_matched']:.0f}x",
                    f"{r['solver_seconds_1e10']:.2f}", f"{r['warm_iterations_1e8']:.1f}",
                    f"{r['cold_iterations_1e8']:.1f}"],
-        lambda r: (r["resolution"],)))
-    out.append(table(
+        lambda r: (r["resolution"],))
+    out["megavoxel"] = table(
         "Megavoxel scale (small preset, batch 1)", "python benchmarks/bench_megavoxel.py",
         ["task", "N", "Mvoxel", "precision", "seconds", "peak GiB"],
         load("megavoxel", lambda r: (r["kind"], r["resolution"], r["precision"], r["preset"])),
         lambda r: [r["kind"], r["resolution"], f"{r['voxels'] / 1e6:.1f}", r["precision"],
-                   f"{r.get('step_seconds', r.get('predict_seconds')):.2f}", f"{r['peak_rss_gib']:.2f}"]))
-    out.append(table(
+                   f"{r.get('step_seconds', r.get('predict_seconds')):.2f}", f"{r['peak_rss_gib']:.2f}"])
+    out["precision"] = table(
         "Mixed precision: the same training in float32 and bfloat16 (1 process)", "python benchmarks/bench_precision.py",
         ["precision", "levels", "epochs per visit", "train s", "rel_l2 finest", "energy_gap finest"],
         load("precision", lambda r: (r["precision"], tuple(r["levels"]), tuple(r["epochs_per_visit"]))),
         lambda r: [r["precision"], ",".join(map(str, r["levels"])), ",".join(map(str, r["epochs_per_visit"])),
                    f"{r['train_seconds']:.0f}",
                    "diverged (NaN)" if r.get("diverged") or r["rel_l2"] != r["rel_l2"] else f"{r['rel_l2']:.2%}",
-                   "-" if r.get("diverged") or r["energy_gap"] != r["energy_gap"] else f"{r['energy_gap']:.3f}"]))
+                   "-" if r.get("diverged") or r["energy_gap"] != r["energy_gap"] else f"{r['energy_gap']:.3f}"])
+
+    out["error_analysis"] = table(
+        "Where a solver's error sits (held-out fields against the reference)",
+        "python benchmarks/error_analysis.py --model_dir pretrained --name kl_small --resolution 128",
+        ["model", "trained", "params", "N", "fields", "rel_l2", "worst", "worst's contrast", "2J error", "flux error",
+         "inlet tenth share", "lowest log nu decile", "highest log nu decile", "steepest decile",
+         "corr(rel_l2, log contrast)"],
+        load("error_analysis", lambda r: (r["model"], tuple(r["trained_resolutions"] or ()), r["resolution"])),
+        lambda r: [r["model"], ",".join(map(str, r["trained_resolutions"] or [])), f"{r['params']:,}", r["resolution"],
+                   r["num_samples"], f"{r['summary']['rel_l2']:.2%}", f"{r['summary']['rel_l2_worst']:.2%}",
+                   f"{r['summary']['worst_contrast']:.1e}", f"{r['summary']['conductance_error']:.2%}",
+                   f"{r['summary']['flux_error']:.1%}", f"{r['summary']['share_inlet_tenth']:.1%}",
+                   f"{r['summary']['lowest_nu_decile_error_ratio']:.2f}x",
+                   f"{r['summary']['highest_nu_decile_error_ratio']:.2f}x",
+                   f"{r['summary']['steepest_decile_error_ratio']:.2f}x",
+                   f"{r['summary']['corr_rel_l2_log_contrast']:.2f}"],
+        lambda r: (r["model"], r["params"], r["resolution"]))
+    out["interpolation_floor"] = table(
+        "The error a working resolution adds: references interpolated to finer grids",
+        "python benchmarks/interpolation_floor.py",
+        ["from N", "to N", "fields", "rel_l2", "worst", "2J error", "worst 2J error"],
+        load("interpolation_floor", lambda r: (r["source"], r["target"])),
+        lambda r: [r["source"], r["target"], r["num_samples"], f"{r['rel_l2']:.3%}", f"{r['rel_l2_worst']:.2%}",
+                   f"{r['energy_gap']:.2%}", f"{r['energy_gap_worst']:.2%}"],
+        lambda r: (r["source"], r["target"]))
 
     def speedup(r, field="speedup"):
         if field not in r["summary"]:  # records from before the field existed
@@ -173,7 +256,7 @@ def render() -> str:
         value = r["summary"][field]
         return "never" if value is None and "target" in r["summary"] else f"{value:.2f}x" if value else "-"
 
-    out.append(table(
+    out["cycles"] = table(
         "Time to accuracy: schedules against single-level training (1 process, rel_l2 at the finest level)",
         "python benchmarks/bench_cycles.py --levels 32,64,128",
         ["schedule", "levels", "seed", "steps", "train s", "final rel_l2", "single's final", "reached after s",
@@ -186,24 +269,103 @@ def render() -> str:
                    speedup(r), speedup(r, "speedup_stay"),
                    f"{r['summary'].get('rel_l2_at_single_time', float('nan')):.2%}",
                    r["settings"].get("tag", "")],
-        lambda r: (r["levels"][-1], r["settings"].get("tag", ""), r["seed"], r["schedule"])))
-    return "".join(out).rstrip() + "\n"
+        lambda r: (r["levels"][-1], r["settings"].get("tag", ""), r["seed"], r["schedule"]))
+    return {family: text for family, text in out.items() if text}
+
+
+
+def headline() -> str:
+    """The README's table: the shipped solver against the reference, one row per evaluated resolution."""
+    return table(
+        "The shipped solver against the reference solver (held-out fields, mean over the fields)",
+        "poisson-tf-evaluate --model_dir=pretrained --resolutions=32,64,128",
+        ["N", "fields", "rel_l2", "worst", "u = 1 - x", "2J error", "flux error", "s / field", "eval peak GiB"],
+        load("evaluation", lambda r: r["resolution"], lambda r: r["model"] == HEADLINE_MODEL),
+        lambda r: [r["resolution"] if not r["zero_shot"] else f"{r['resolution']} (zero-shot)", r["num_samples"],
+                   f"{r['rel_l2']:.2%}", f"{r['rel_l2_worst']:.2%}", f"{r['baseline_rel_l2']:.2%}",
+                   f"{r['energy_gap']:.2%}", f"{r['flux_error']:.2%}", f"{r['seconds_per_field']:.3f}",
+                   f"{r['eval_peak_gib']:.1f}" if r.get("eval_peak_gib") else "-"],
+        lambda r: (r["resolution"],))
+
+
+def classes(records: list) -> str:
+    """What each CPU class of a family's records was: their CPU models and logical CPUs, from the records."""
+    seen = {}
+    for record in records:
+        machine = record.get("machine", {})
+        model = machine.get("cpu_model") or "the project's earlier AVX-512 machine (records without a CPU model)"
+        cpus = machine.get("logical_cpus") or machine.get("cpus")
+        seen.setdefault(cpu(record), set()).add(f"{model}, {cpus} CPUs" if cpus else model)
+    return "; ".join(f"``{name}``: {', '.join(sorted(models))}" for name, models in sorted(seen.items()))
+
+
+def page(family: str, text: str, figures: list, docs: str) -> str:
+    """A results page: its title, where it comes from, the CPU classes, the table and the figures."""
+    title = PAGES.get(family, family)
+    with open(os.path.join(RESULTS, f"{family}.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    lines = [f".. Generated by benchmarks/render_readme.py from benchmarks/results/{family}.jsonl: edit the script, "
+             "not this page.", "", title, "=" * len(title), "",
+             f"Rendered from ``benchmarks/results/{family}.jsonl`` ({len(records)} records; the newest of each "
+             f"configuration and CPU class is shown). CPU classes: {classes(records)}.", ""]
+    lines += [text.rstrip("\n") + "\n"] if text else [
+        "This family has no table in ``benchmarks/render_readme.py`` yet.", ""]
+    if figures:
+        lines += ["Figures", "~~~~~~~", ""]
+    where = os.path.join(docs, "results")
+    for path in figures:
+        name = os.path.basename(path)
+        caption = CAPTIONS.get(name, name)
+        lines += [f".. figure:: {os.path.relpath(path, where)}", f"   :alt: {caption}", "",
+                  f"   {caption} (``{name}``)", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_pages(docs: str) -> list:
+    """Writes docs/results/<family>.rst for every family with records (and removes the pages of families that
+    have none any more); returns the families."""
+    families = sorted(os.path.basename(p)[:-len(".jsonl")] for p in glob.glob(os.path.join(RESULTS, "*.jsonl")))
+    figures = {}
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.png"))):
+        prefix = os.path.basename(path).split("_")[0]
+        figures.setdefault(FIGURE_FAMILIES.get(prefix, prefix), []).append(path)
+    orphans = sorted(set(figures) - set(families))
+    if orphans:
+        raise SystemExit(f"figures in {RESULTS} belong to no record family: {orphans}; name them after one "
+                         f"(or add an alias to FIGURE_FAMILIES)")
+    where = os.path.join(docs, "results")
+    os.makedirs(where, exist_ok=True)
+    for stale in glob.glob(os.path.join(where, "*.rst")):
+        if os.path.basename(stale)[:-len(".rst")] not in families:
+            os.remove(stale)
+    rendered = tables()
+    for family in families:
+        with open(os.path.join(where, f"{family}.rst"), "w") as f:
+            f.write(page(family, rendered.get(family, ""), figures.get(family, []), docs))
+    return families
+
+
+def render_readme(readme: str) -> None:
+    """Replaces the README's table between its headline markers."""
+    with open(readme) as f:
+        text = f.read()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no '{START}' ... '{END}' markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    table_ = headline() or "(no evaluation records of the shipped solver)\n\n"
+    with open(readme, "w") as f:
+        f.write(f"{head}{START}\n\n{table_}{END}{tail}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--readme", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                                         "README.rst"))
+    parser.add_argument("--readme", default=os.path.join(ROOT, "README.rst"))
+    parser.add_argument("--docs", default=os.path.join(ROOT, "docs"))
     args = parser.parse_args()
-    with open(args.readme) as f:
-        text = f.read()
-    if START not in text or END not in text:
-        raise SystemExit(f"{args.readme} has no '{START}' ... '{END}' markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    with open(args.readme, "w") as f:
-        f.write(f"{head}{START}\n\n{render()}\n{END}{tail}")
-    print(f"rendered {args.readme}")
+    families = render_pages(args.docs)
+    render_readme(args.readme)
+    print(f"rendered {len(families)} results pages into {os.path.join(args.docs, 'results')} and {args.readme}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark scripts at tiny sizes: they run, write JSON lines, and render into a README.
+"""Smoke test of the benchmark scripts at tiny sizes: they run, write JSON lines, and render into the docs' results
+pages and the README's headline table.
 
 No speed or memory is asserted here (those targets live in the benchmark outputs); what is asserted is that a
 record says what it measured: every repeat's time beside the median, the repeats and warm-up counts, and the
@@ -6,6 +7,7 @@ CPU (model and ISA class) it ran on.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -92,15 +94,36 @@ def test_benchmarks_write_json_and_render(tmp_path):
         for record in records(tmp_path, name):
             assert_machine(record)
 
-    readme = tmp_path / "README.rst"
-    readme.write_text("Title\n\n.. results-start\nold\n.. results-end\n\nAfter\n")
-    run("render_readme.py", f"--readme={readme}", results=tmp_path)
-    text = readme.read_text()
-    assert "old" not in text and "Reference AMG-CG solve" in text and "Training throughput" in text
-    assert "Input pipeline next to training" in text and "Step time and peak memory" in text
-    pipeline = text[text.index("Input pipeline next to training"):text.index("Step time and peak memory")]
+    # One results page per record family, with its table and figures; the README's headline comes from the
+    # repository's own evaluation records of the shipped solver.
+    shutil.copy(os.path.join(BENCH, "results", "evaluation.jsonl"), tmp_path / "evaluation.jsonl")
+    figure = tmp_path / "reference_solves.png"
+    shutil.copy(os.path.join(BENCH, "results", "cycles_128.png"), figure)
+    readme, docs = tmp_path / "README.rst", tmp_path / "docs"
+    readme.write_text("Title\n\n.. headline-start\nold\n.. headline-end\n\nAfter\n")
+    run("render_readme.py", f"--readme={readme}", f"--docs={docs}", results=tmp_path)
+    render = bench_module("render_readme")
+    pages = {page.stem: page.read_text() for page in (docs / "results").iterdir()}
+    assert set(pages) == {"reference", "energy", "throughput", "pipeline", "models", "evaluation"}
+    assert "Reference AMG-CG solve" in pages["reference"] and "Training throughput" in pages["throughput"]
+    assert "Input pipeline next to training" in pages["pipeline"] and "Step time and peak memory" in pages["models"]
+    pipeline = pages["pipeline"]
     assert "  1 x 2  " in pipeline and "  default  " in pipeline  # a row per thread setting, neither overwritten
-    assert text.endswith(".. results-end\n\nAfter\n")
+    for name in ("reference", "energy", "throughput", "pipeline", "models"):  # the class of this machine, per row
+        assert f"\n{render.cpu(records(tmp_path, name)[0])}  " in pages[name], name
+    (directive,) = [line for line in pages["reference"].splitlines() if line.startswith(".. figure:: ")]
+    assert os.path.samefile(docs / "results" / directive.split(":: ", 1)[1], figure)  # the figure, found from the page
+
+    text = readme.read_text()
+    assert "old" not in text and text.endswith(".. headline-end\n\nAfter\n")
+    headline = text[text.index(".. headline-start"):text.index(".. headline-end")].splitlines()
+    shipped = {r["resolution"]: r for r in records(tmp_path, "evaluation")
+               if r["model"] == render.HEADLINE_MODEL}
+    assert shipped, "the repository's evaluation records include the shipped solver's"
+    for n, record in shipped.items():  # the newest record of each resolution: one row, with its rel_l2 and worst
+        (row,) = [line for line in headline if line.split()[1:2] == [str(n)]]
+        cells = " ".join(row.split())
+        assert f" {record['num_samples']} {record['rel_l2']:.2%} {record['rel_l2_worst']:.2%} " in cells, row
 
 
 def test_timing_keeps_every_repeat_after_the_warmup():
