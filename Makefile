@@ -6,7 +6,7 @@ HOROVODRUN := $(VENV)/bin/horovodrun
 MPIRUN := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
-.PHONY: setup demo test test-fast test-parallel lint
+.PHONY: setup demo test test-fast test-parallel lint docs
 
 setup:
 	POISSON_TF_VENV=$(VENV) scripts/setup.sh
@@ -14,10 +14,11 @@ setup:
 demo: setup
 	scripts/demo.sh
 
-# Parallel suite under all three launchers, then the single-process suite (its summary line is last; it does not
-# collect tests/parallel, which runs only under a launcher with 2 or more workers).
+# Lint, the docs, the parallel suite under all three launchers, then the single-process suite (its summary line is
+# last; it does not collect tests/parallel, which runs only under a launcher with 2 or more workers).
 test: setup
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory docs
 	$(MAKE) --no-print-directory test-parallel
 	$(PY) -m pytest $(PYTEST_FLAGS) tests
 
@@ -34,3 +35,12 @@ test-parallel:
 	$(HOROVODRUN) -np 2 -H localhost:2 $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel
 	$(HOROVODRUN) --gloo -np 2 -H localhost:2 $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel
 	$(MPIRUN) -np 2 -x PATH $(PY) -m pytest $(PYTEST_FLAGS) tests/parallel
+
+# The documentation site (docs/_build/html; Sphinx warnings are errors), then an sdist in a temporary directory and
+# `twine check` on it: README.rst is the package's PyPI description (setup.py's long_description). No network.
+docs: setup
+	$(VENV)/bin/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  { $(PY) -m build --sdist --no-isolation --outdir "$$tmp" . > "$$tmp/build.log" 2>&1 \
+	    || { cat "$$tmp/build.log" >&2; exit 1; }; } && \
+	  $(VENV)/bin/twine check --strict "$$tmp"/*.tar.gz

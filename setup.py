@@ -43,6 +43,8 @@ setup(
     extras_require={
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW_VERSION}"],
         "test": ["pytest==9.2.0", "ruff==0.17.6"],
+        # `make docs`: the documentation site (Sphinx, the furo theme) and `twine check` of the sdist (built by build).
+        "docs": ["sphinx==9.0.4", "furo==2025.12.19", "twine==7.0.0", "build==1.6.1"],
     },
     entry_points={
         "console_scripts": [

@@ -49,13 +49,13 @@ pip_install() {  # quiet unless it fails; then the log says why
     || { tail -n 40 "$PIP_LOG" >&2; die "pip install $* failed (full log: $PIP_LOG)"; }
 }
 
-# 3. TensorFlow, the package and its tested dependencies (skipped when setup.py has not changed).
+# 3. TensorFlow, the package, its tested dependencies and the docs tools (skipped when setup.py has not changed).
 stamp=$VENV/.poisson_tf_installed
 want="$(cat "$ROOT/setup.py" "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)-$DEVICE-$ROOT"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing poisson_tf ($DEVICE) and its pinned dependencies into $VENV"
-  extras=test
-  [ "$DEVICE" = gpu ] && extras=test,gpu
+  extras=test,docs  # the test suite and `make docs` (Sphinx, furo, build, twine)
+  [ "$DEVICE" = gpu ] && extras=test,docs,gpu
   pip_install "packaging" "wheel" "cmake<4"  # Horovod's build needs; cmake 4 rejects gloo's CMakeLists
   POISSON_TF_DEVICE=$DEVICE pip_install -e "$ROOT[$extras]"
   echo "$want" > "$stamp"
