@@ -37,7 +37,7 @@ def machine() -> dict:
             info[module] = __import__(module).__version__
         except Exception:  # noqa: BLE001 - a missing package is recorded as such
             info[module] = None
-    # The CPU class decides which oneDNN kernels run: every number names it (README tables show isa_class).
+    # The CPU class decides which oneDNN kernels run: every number names it (the results tables show its class).
     info.update(hardware.cpu_info(), onednn=hardware.onednn_enabled(),
                 onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
     return info

@@ -1,4 +1,4 @@
-"""Records a poisson-tf-evaluate report as benchmark results, so the README's accuracy tables come from files.
+"""Records a poisson-tf-evaluate report as benchmark results, so the accuracy tables come from files.
 
 Usage: python benchmarks/record_evaluation.py --report runs/demo/eval/report.json --model demo
           [--command "make demo"] [--wall_seconds 300] [--peak_gib 15.2]
