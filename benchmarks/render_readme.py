@@ -12,8 +12,7 @@ import json
 import os
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-RESULTS = os.environ.get("POISSON_TF_BENCH_RESULTS",
-                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+RESULTS = os.environ.get("POISSON_TF_BENCH_RESULTS", os.path.join(ROOT, "benchmarks", "results"))
 START, END = ".. headline-start", ".. headline-end"
 # The README's headline: the shipped solver's accuracy (its records' --model name in evaluation.jsonl).
 HEADLINE_MODEL = "kl_small (shipped, runs at 32)"
@@ -35,8 +34,8 @@ PAGES = {
     "precision": "Mixed precision",
     "cycles": "Time to accuracy: training cycles",
 }
-# A figure belongs to the family its name starts with (before the first "_"), through these aliases.
-FIGURE_FAMILIES = {"cycles": "cycles", "error": "error_analysis"}
+# A figure belongs to the family its name starts with (before the first "_"), or to the family aliased here.
+FIGURE_FAMILIES = {"error": "error_analysis"}
 CAPTIONS = {
     "cycles_128.png": "Validation rel_l2 at 128^3 against training time and voxels: single level, Half-V, "
                       "Half-V with the finest batch and with a cosine restart per visit, 2 seeds",
@@ -271,7 +270,6 @@ def tables() -> dict:
                    r["settings"].get("tag", "")],
         lambda r: (r["levels"][-1], r["settings"].get("tag", ""), r["seed"], r["schedule"]))
     return {family: text for family, text in out.items() if text}
-
 
 
 def headline() -> str:
