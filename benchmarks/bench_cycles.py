@@ -111,7 +111,7 @@ def run(name: str, seed: int, args, val_coeffs) -> dict:
     plan = cfg.plan()
     finest = plan.resolutions[-1]
     store = solvers.ReferenceStore(args.reference_cache)
-    nu_val, u_ref = store.get_many(val_coeffs, cfg.data.eta, finest)  # solved (or read) before the clock starts
+    nu_val, u_ref = store.get_many(cfg.data.field_family(), val_coeffs, finest)  # solved (or read) before the clock starts
 
     class Recorder(keras.callbacks.Callback):
         def __init__(self):

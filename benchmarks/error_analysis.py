@@ -70,7 +70,7 @@ def analyse(model_dir: str, resolution: int, samples_path: str, num_samples: int
     store = solvers.ReferenceStore(cache or cfg.run.reference_cache)
     rows, model_parts, base_parts = [], [], []
     for i, c in enumerate(coeffs):
-        nu, u_ref = store.get(c, samples.eta, resolution)
+        nu, u_ref = store.get(samples.family, c, resolution)
         u = np.asarray(inference.predict(model, nu[None]), np.float64)[0]
         base = scoring.linear_baseline(nu[None])[0]
         m, b = (per_sample[0] for per_sample in metrics.compare_fields([u[None], base[None]], u_ref[None], nu[None]))

@@ -1,6 +1,7 @@
 """HDF5 field files (nu, u, u_ref) with an XDMF sidecar for ParaView (docs/design.rst s.9), written atomically."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -17,15 +18,16 @@ def _field_shape(name: str, array: np.ndarray) -> tuple:
     return array.shape
 
 
-def write_fields(path: str, fields: dict, eta: float | None = None, coeffs=None, xdmf: bool = True,
+def write_fields(path: str, fields: dict, family=None, coeffs=None, xdmf: bool = True,
                  attrs: dict | None = None) -> str:
     """Writes named nodal fields (e.g. nu, u, u_ref) to HDF5, and an .xdmf beside it for ParaView.
 
     Args:
       path: the .h5 file to (over)write.
       fields: name -> array [N, N, N] or [B, N, N, N]; all of one shape.
-      eta: correlation length of the KL family the fields came from (None if not from it).
-      coeffs: the KL coefficients [m] or [B, m], when known.
+      family: the fields.Family the fields came from (None if not from one): attributes `family` (its parameters
+        as JSON) and `eta`.
+      coeffs: the family's coefficients [m] or [B, m], when known.
       xdmf: also write `<path without .h5>.xdmf`.
       attrs: extra file attributes (e.g. solver records).
 
@@ -43,7 +45,9 @@ def write_fields(path: str, fields: dict, eta: float | None = None, coeffs=None,
         for name, array in arrays.items():
             f.create_dataset(name, data=array, compression="gzip", compression_opts=1, shuffle=True)
         f.attrs["resolution"] = shape[-1]
-        f.attrs["eta"] = np.nan if eta is None else float(eta)
+        f.attrs["eta"] = np.nan if family is None else float(family.eta)
+        if family is not None:
+            f.attrs["family"] = family.to_json()
         f.attrs["coeffs"] = np.asarray([] if coeffs is None else coeffs, dtype=np.float64)
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
@@ -155,27 +159,53 @@ def _real(value) -> np.ndarray:
     return np.asarray(value, np.float64)
 
 
-def read_diffusivity(path: str):
-    """nu from an HDF5 field file, checked finite and positive, with its KL provenance when recorded.
-
-    Returns:
-      (nu [N,N,N] or [B,N,N,N], coeffs or None, eta or None).
+def recorded_family(attrs: dict, path: str):
+    """The fields.Family a field file records (attribute `family`, or for files written before families were
+    recorded a finite `eta`: the kl family, with as many terms as the recorded coefficients), or None.
 
     Raises:
-      ValueError: unreadable file, no `nu` dataset, bad shape, non-finite or non-positive values.
+      ValueError: attributes that are not a valid family (named with the file), e.g. an impossible eta.
+    """
+    from poisson_tf import fields
+
+    recorded, eta, coeffs = attrs.get("family"), attrs.get("eta"), attrs.get("coeffs")
+    try:
+        if recorded is not None:
+            return fields.Family.from_params(json.loads(recorded))
+        if eta is None or not np.isfinite(_real(eta)):
+            return None
+        terms = np.shape(coeffs)[-1] if coeffs is not None and np.size(coeffs) else None
+        return fields.Family.of("kl", float(eta), terms)
+    except (TypeError, ValueError, json.JSONDecodeError) as e:
+        raise ValueError(f"the attributes of {path!r} are not a valid diffusivity family (family "
+                         f"{recorded!r}, eta {eta!r}): {e}; remove them or fix them") from None
+
+
+def read_diffusivity(path: str):
+    """nu from an HDF5 field file, checked finite and positive, with its provenance when recorded.
+
+    Returns:
+      (nu [N,N,N] or [B,N,N,N], coeffs or None, fields.Family or None).
+
+    Raises:
+      ValueError: unreadable file, no `nu` dataset, bad shape, non-finite or non-positive values, or provenance
+        attributes that are not a family and its coefficients.
     """
     from poisson_tf.fields import check_diffusivity
 
     data, attrs = read_fields(path, ("nu",))
     nu = check_diffusivity(data["nu"], f"nu in {path}")
-    coeffs, eta = attrs.get("coeffs"), attrs.get("eta")
+    coeffs = attrs.get("coeffs")
     try:
         coeffs = None if coeffs is None or np.size(coeffs) == 0 else _real(coeffs)
-        eta = None if eta is None or not np.isfinite(_real(eta)) else float(eta)
     except (TypeError, ValueError):
-        raise ValueError(f"the attributes of {path!r} are not a KL provenance: coeffs {attrs.get('coeffs')!r} and "
-                         f"eta {attrs.get('eta')!r} must be numbers; remove them or fix them") from None
+        raise ValueError(f"the attribute coeffs of {path!r} must be numbers, got {attrs.get('coeffs')!r}; remove it "
+                         "or fix it") from None
+    family = recorded_family(attrs, path)
     if coeffs is not None and (coeffs.ndim not in (1, 2) or not np.all(np.isfinite(coeffs))):
-        raise ValueError(f"the attribute coeffs of {path!r} must be finite KL coefficients [m] or [B, m], got "
+        raise ValueError(f"the attribute coeffs of {path!r} must be finite coefficients [m] or [B, m], got "
                          f"shape {coeffs.shape}")
-    return nu, coeffs, eta
+    if coeffs is not None and family is not None and coeffs.shape[-1] != family.num_terms:
+        raise ValueError(f"the attribute coeffs of {path!r} has {coeffs.shape[-1]} terms, but its family "
+                         f"{family.describe()} has {family.num_terms}")
+    return nu, coeffs, family

@@ -1,11 +1,14 @@
-"""Evaluation metrics of docs/design.rst s.6, per sample: rel_l2, max_abs, energy_gap, flux_error."""
+"""Evaluation metrics of docs/design.rst s.6 and s.10, per sample: rel_l2, max_abs, energy_gap (the error of the
+effective conductivity 2J), flux_error (the inlet reaction flux), energy_norm_error, perturbation_error and
+flux_field_error."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 
-METRIC_NAMES = ("rel_l2", "max_abs", "energy_gap", "flux_error")
+METRIC_NAMES = ("rel_l2", "max_abs", "energy_gap", "flux_error", "energy_norm_error", "perturbation_error",
+                "flux_field_error")
 
 
 def _fields(x) -> np.ndarray:
@@ -41,10 +44,22 @@ def _difference_norms(u: np.ndarray, u_ref: np.ndarray):
     return np.sqrt(squared), largest, np.sqrt(ref_squared)
 
 
+def _quadratic(stiffness, v: np.ndarray) -> float:
+    """v . K v in float64 (K the operator), plane by plane."""
+    kv = stiffness.apply(v)
+    return float(sum(np.dot(np.asarray(a, np.float64).ravel(), b.ravel()) for a, b in zip(v, kv)))
+
+
+def _perturbation_norm(u_ref: np.ndarray) -> float:
+    """||u_ref - (1 - x)||_2: the part of the solution the trivial guess misses."""
+    x = np.linspace(0.0, 1.0, u_ref.shape[0])
+    return float(np.sqrt(sum(np.sum((np.asarray(plane, np.float64) - (1.0 - t)) ** 2) for plane, t in zip(u_ref, x))))
+
+
 def field_metrics(u, u_ref, nu) -> list:
     """Per-sample metrics of predictions against reference solutions.
 
-    J and the reaction flux come from one float64 matrix-free application of the stiffness operator per field
+    J, the reaction flux and the energy norms come from float64 matrix-free applications of the stiffness operator
     (solvers.operator.Stiffness, weights recomputed from nu on the fly), so a 512^3 sample needs a few N^3 arrays.
 
     Args:
@@ -52,15 +67,20 @@ def field_metrics(u, u_ref, nu) -> list:
 
     Returns:
       list of B dicts with rel_l2 = ``||u - u_ref|| / ||u_ref||``, max_abs = ``max |u - u_ref|``,
-      energy_gap = (J(u) - J(u_ref)) / J(u_ref) (>= 0 up to round-off: u_ref minimizes J), and
-      flux_error = ``|F(u) - F(u_ref)| / F(u_ref)`` with F the reaction flux through x = 0 (F(u_ref) = 2 J(u_ref)).
+      energy_gap = (J(u) - J(u_ref)) / J(u_ref) (>= 0 up to round-off: u_ref minimizes J; the relative error of
+      the effective conductivity 2J), flux_error = ``|F(u) - F(u_ref)| / F(u_ref)`` with F the reaction flux
+      through x = 0 (F(u_ref) = 2 J(u_ref)), energy_norm_error = ``||e||_K / ||u_ref||_K`` with e = u - u_ref
+      (the square root of energy_gap in exact arithmetic), perturbation_error = ``||e|| / ||u_ref - (1 - x)||``,
+      and flux_field_error = ``||nu grad e|| / ||nu grad u_ref||``, the error of the flux (Darcy velocity)
+      field, with the norm ``||v||^2 = v . K(nu^2) v`` (the Q1 quadrature of the integral of
+      ``nu^2 |grad v|^2``, nu^2 interpolated trilinearly between the nodes like nu in K).
     """
     return compare_fields([u], u_ref, nu)[0]
 
 
 def compare_fields(candidates: Sequence, u_ref, nu) -> list:
     """field_metrics of several solutions of the same fields (a model's and the u = 1 - x baseline's): the
-    operator of every nu and the reference's J and flux are computed once for all of them.
+    operators of every nu and the reference's norms are computed once for all of them.
 
     Returns:
       one list of per-sample dicts per candidate, in order.
@@ -76,15 +96,22 @@ def compare_fields(candidates: Sequence, u_ref, nu) -> list:
     out = [[] for _ in candidates]
     for b in range(len(u_ref)):
         stiffness = Stiffness(nu[b])
+        flux_field = Stiffness(np.square(np.asarray(nu[b], np.float64)))
         j_ref, f_ref = energy_and_flux(stiffness, u_ref[b])
+        ref_flux_field = _quadratic(flux_field, u_ref[b])
+        perturbation = _perturbation_norm(u_ref[b])
         for u, rows in zip(candidates, out):
             j_u, f_u = energy_and_flux(stiffness, u[b])
             diff_norm, max_abs, ref_norm = _difference_norms(u[b], u_ref[b])
+            error = np.asarray(u[b], np.float64) - u_ref[b]
             rows.append({
                 "rel_l2": float(diff_norm / ref_norm),
                 "max_abs": max_abs,
                 "energy_gap": float((j_u - j_ref) / j_ref),
                 "flux_error": float(abs(f_u - f_ref) / abs(f_ref)),
+                "energy_norm_error": float(np.sqrt(max(_quadratic(stiffness, error), 0.0) / (2.0 * j_ref))),
+                "perturbation_error": float(diff_norm / perturbation) if perturbation > 0 else float("inf"),
+                "flux_field_error": float(np.sqrt(max(_quadratic(flux_field, error), 0.0) / ref_flux_field)),
             })
     return out
 

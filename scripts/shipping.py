@@ -43,10 +43,11 @@ def held_out_set(cfg: config.TrainConfig, num_samples: int = MIN_HELD_OUT, seed:
     seed = (cfg.data.seed + HELD_OUT_SEED_OFFSET) % (config.MAX_SEED + 1) if seed is None else seed
     config.require(seed != cfg.data.seed and 0 <= seed <= config.MAX_SEED, "--held_out_seed", seed,
                    f"in 0..{config.MAX_SEED} and not the training data seed {cfg.data.seed}")
-    held_out = data.SampleSet(fields.sample_coeffs(num_samples, cfg.data.num_terms, cfg.data.sampling, seed),
-                              cfg.data.eta, cfg.data.sampling, seed, role="held_out")
+    family = cfg.data.field_family()
+    held_out = data.SampleSet(family.sample(num_samples, cfg.data.sampling, seed), family, cfg.data.sampling, seed,
+                              role="held_out")
     seen = np.concatenate([s.coeffs for s in data.make_sample_sets(
-        cfg.num_train_samples, cfg.data.num_val, cfg.data.num_terms, cfg.data.eta, cfg.data.sampling, cfg.data.seed)])
+        cfg.num_train_samples, cfg.data.num_val, family, cfg.data.sampling, cfg.data.seed)])
     closest = np.abs(held_out.coeffs[:, None, :] - seen[None, :, :]).max(axis=-1).min()
     if closest < 1e-9:
         raise ValueError(f"the held-out set of seed {seed} shares a sample with the run's training or validation "
@@ -216,6 +217,11 @@ def model_card(directory: str, summary: dict | None = None, report: dict | None 
     recorded = modeldir.read_fingerprint(directory)
     held_out = _held_out_attrs(os.path.join(directory, modeldir.VAL_SAMPLES_FILE))
     plan, m, d, o = cfg.plan(), cfg.model, cfg.data, cfg.optim
+    family = d.field_family()
+    fields_flag = f"--coeffs={','.join(['0.5'] * d.num_terms)}" if family.kind == "kl" else "--draw=1"
+    solve_flags = fields_flag if family.kind == "kl" else \
+        " ".join(f"--{k}={v}" for k, v in ({"family": family.kind} | family.params()).items() if k != "kind") \
+        + " --draw=1"
     params = recorded["architecture"]["num_params"]
     summary = summary or {}
     workers = summary.get("workers", 1)
@@ -228,22 +234,27 @@ def model_card(directory: str, summary: dict | None = None, report: dict | None 
                   "properly trained solver. Do not rely on its accuracy beyond the table below.", ""]
     lines += [
         f"A {m.depth}-level 3D U-Net (`{cfg.preset}` preset, {params:,} parameters) that maps a diffusivity field nu "
-        f"of the Karhunen-Loeve family to the solution u of -div(nu grad u) = 0 on the unit cube (u = 1 on x = 0, "
+        f"of the {'Karhunen-Loeve' if family.kind == 'kl' else family.describe()} family to the solution u of -div(nu grad u) = 0 on the unit cube (u = 1 on x = 0, "
         f"u = 0 on x = 1, zero flux elsewhere) in one forward pass. Trained data-free on the Q1 finite-element "
         f"energy (no solution data). Shipped in `poisson_tf/pretrained/{name}/`.", "",
         "## Use", "", "```python", "import poisson_tf", "from poisson_tf import fields, inference", "",
         f'model = poisson_tf.load_pretrained("{name}")  # verified against fingerprint.json, Keras safe mode',
-        f"nu = fields.kl_diffusivity(w, 64, eta={d.eta})  # w: [B, {d.num_terms}] KL coefficients",
+        *([f"nu = fields.kl_diffusivity(w, 64, eta={d.eta})  # w: [B, {d.num_terms}] KL coefficients"]
+          if family.kind == "kl" else
+          [f"family = modeldir.load_config(poisson_tf.pretrained_dir({name!r})).data.field_family()",
+           "nu = family.diffusivity(family.sample(2, 'uniform', seed=0), 64)  # two fields of its family"]),
         "u = inference.predict(model, nu)  # [B, 64, 64, 64], u = 1 at x = 0 and 0 at x = 1 exactly", "```", "",
-        "```", f"poisson-tf-predict --model_dir=pretrained:{name} --coeffs={','.join(['0.5'] * d.num_terms)} "
-        f"--resolution=64 --output=u.h5",
+        "```", f"poisson-tf-predict --model_dir=pretrained:{name} {fields_flag} --resolution=64 --output=u.h5",
         f"poisson-tf-evaluate --model_dir=pretrained:{name}  # held-out set; report in ./pretrained_eval/{name}/",
-        f"poisson-tf-solve --warm_start=pretrained:{name} --coeffs={','.join(['0.5'] * d.num_terms)} "
-        "--resolution=64", "```", "",
+        f"poisson-tf-solve --warm_start=pretrained:{name} {solve_flags} --resolution=64", "```", "",
         "## Inputs it was trained for", "",
-        f"- nu = exp(sum_i w_i lambda_i^(3/2) phi_i(x) phi_i(y) phi_i(z)), eta = {d.eta}, {d.num_terms} KL terms, "
-        f"w in [-{fields.DEFAULT_COEFF_BOUND:g}, {fields.DEFAULT_COEFF_BOUND:g}]^{d.num_terms} ({d.sampling} "
-        "sampling).",
+        (f"- nu = exp(sum_i w_i lambda_i^(3/2) phi_i(x) phi_i(y) phi_i(z)), eta = {d.eta}, {d.num_terms} KL terms, "
+         f"w in [-{fields.DEFAULT_COEFF_BOUND:g}, {fields.DEFAULT_COEFF_BOUND:g}]^{d.num_terms} ({d.sampling} "
+         "sampling)." if family.kind == "kl" else
+         f"- The {family.describe()} family (docs/design.rst s.10): log nu = sigma sum_t w_t sqrt(lambda_i lambda_j "
+         f"lambda_k) psi_i(x) psi_j(y) psi_k(z) over the {d.num_terms} index triples of largest eigenvalue products, "
+         f"w standard normal ({d.sampling} sampling)"
+         + (f"; nu = {d.contrast:g} where log nu > {d.threshold:g}, else 1." if family.kind == "twophase" else ".")),
         (f"- Trained at N = {', '.join(map(str, plan.resolutions))} nodes per axis; it takes any N that is a "
          f"multiple of {m.multiple} (2^{m.depth}); above N = {plan.resolutions[-1]} it predicts zero-shot."
          if not m.working_resolution else
@@ -266,7 +277,8 @@ def model_card(directory: str, summary: dict | None = None, report: dict | None 
         f"- Cycle `{cfg.cycle.cycle}` over levels {', '.join(map(str, plan.resolutions))}: {plan.num_epochs} epochs, "
         f"{plan.num_steps} optimizer steps, global batch {o.global_batch_size} at the finest level.",
         f"- Data: {d.num_train} training and {d.num_val} validation samples ({d.sampling}, data seed {d.seed}), "
-        f"eta = {d.eta}, {d.num_terms} KL terms; coarse levels `{d.coarse_nu}`.",
+        + (f"eta = {d.eta}, {d.num_terms} KL terms" if family.kind == "kl" else family.describe())
+        + f"; coarse levels `{d.coarse_nu}`.",
         f"- Optimizer: Adam, learning rate {o.learning_rate:g}, {o.warmup_steps} warmup steps, decay "
         f"`{o.lr_decay}`, precision {o.precision}; seed {cfg.run.seed}"
         f"{', deterministic' if cfg.run.deterministic else ''}.",

@@ -57,7 +57,8 @@ CASES = [
                                                                                  "--resolution=8", "--batch_size=-1"],
      r"--batch_size must be >= 1"),
     ("predict: KL coefficients the model was not trained on", "predict", [RUN, "--coeffs=1,0,0", OUT],
-     r"--coeffs gives 3 KL coefficients per field, but the model .* trained on 4-term fields"),
+     r"--coeffs gives 3 coefficients per field, but the model .* trained on the kl \(eta 0.5, 4 terms\) family; "
+     r"give 4"),
     ("predict: both --coeffs and --input", "predict", [RUN, "--coeffs=1,0,0,0", "--input={w}/inputs/ok.h5", OUT],
      "give exactly one of --coeffs"),
     ("predict: an HDF5 nu that is a group", "predict", [RUN, "--input={w}/inputs/group.h5", OUT],
@@ -107,7 +108,7 @@ CASES = [
     ("solve: an HDF5 nu of the wrong shape", "solve", ["--input={w}/inputs/shape.h5", OUT],
      r"must have shape \[N, N, N\] or \[B, N, N, N\]"),
     ("solve: an HDF5 eta attribute that is not a number", "solve", ["--input={w}/inputs/eta_text.h5", OUT],
-     r"not a KL provenance"),
+     r"not a valid diffusivity family"),
     ("solve: neither --coeffs nor --input", "solve", [OUT], "give exactly one of --coeffs"),
     ("solve: a tolerance the solver cannot reach", "solve", ["--coeffs=1,0,0,0", "--resolution=5", "--rtol=1e-300",
                                                              OUT], r"did not (reach|converge)"),

@@ -166,17 +166,27 @@ def test_error_analysis_on_the_shipped_solver(tmp_path):
 
 
 def test_interpolation_floor_is_zero_at_the_source_and_small_above(tmp_path):
-    out = run("interpolation_floor.py", "--source", "9", "--targets", "9,17", "--num_samples", "2",
-              "--reference_cache", str(tmp_path / "refs"), results=tmp_path)
+    out = run("interpolation_floor.py", "--model_dir", "pretrained", "--sources", "9", "--targets", "9,17",
+              "--num_samples", "2", "--reference_cache", str(tmp_path / "refs"), results=tmp_path)
     same, finer = records(tmp_path, "interpolation_floor")
     assert_machine(same)
-    assert (same["target"], finer["target"], finer["num_samples"]) == (9, 17, 2)
-    assert same["rel_l2"] == 0 and same["energy_gap_worst"] == 0  # interpolating to the same nodes: identity
+    assert (same["target"], finer["target"], finer["num_samples"]) == (9, 17, 2) and same["family"]["kind"] == "kl"
+    # interpolating to the same nodes is the identity: every error is zero
+    assert same["rel_l2"] == 0 and same["energy_gap_worst"] == 0 and same["flux_field_error_worst"] == 0
     # 9 -> 17 nodes halves h: the discretizations differ, the interpolant of the coarse solution is not the fine
     # one, and being no minimizer there its energy is higher (a positive 2J error).
     assert 0 < finer["rel_l2"] <= finer["rel_l2_worst"] < 0.05
     assert all(f["energy_gap"] > 0 for f in finer["per_sample"])
     assert "9 -> 17: rel_l2" in out
+    # Drawn fields of the other families, with every metric of the floor.
+    run("interpolation_floor.py", "--families", "grf,twophase", "--num_terms", "16", "--sources", "9",
+        "--targets", "17", "--num_samples", "1", "--reference_cache", str(tmp_path / "refs"), results=tmp_path)
+    grf, twophase = records(tmp_path, "interpolation_floor")[2:]
+    assert (grf["family"]["kind"], twophase["family"]["kind"]) == ("grf", "twophase")
+    for record in (grf, twophase):
+        assert record["source"] == 9 and record["target"] == 17
+        for key in ("rel_l2", "energy_gap", "energy_norm_error", "perturbation_error", "flux_field_error"):
+            assert 0 < record[key] < 1, (record["family"], key)
 
 
 def test_bench_cycles_validates_within_an_epoch(tmp_path):

@@ -74,3 +74,16 @@ def test_the_fingerprint_keeps_what_changes_the_updates_and_ignores_what_sizes_o
                        ("data__eta", 0.4), ("run__deterministic", True), ("optim__learning_rate", 0.01),
                        ("optim__warmup_steps", 3), ("optim__global_batch_size", 4)):
         assert tiny_config("run", "refs", **{key: value}).fingerprint() != base, key
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    # Checkpoints written before the diffusivity families recorded no data.family: those runs were kl.
+    network, optimizer = build()
+    current = tiny_config(tmp_path, "refs").fingerprint()
+    older = {k: v for k, v in current.items() if k not in ("data.family", "data.sigma", "data.contrast",
+                                                             "data.threshold")}
+    checkpoint.Checkpointer(str(tmp_path), older).save(network, optimizer, {"epoch": 3})
+    assert checkpoint.Checkpointer(str(tmp_path), current).load()[1]["epoch"] == 3
+    grf = tiny_config(tmp_path, "refs", data__family="grf", data__num_terms=8).fingerprint()
+    with pytest.raises(ValueError, match="--family='kl' there, 'grf' now"):
+        checkpoint.Checkpointer(str(tmp_path), grf).load()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from poisson_tf import config, modeldir
+from poisson_tf import config, fields, modeldir
 
 
 def test_importing_config_loads_neither_tensorflow_nor_keras():
@@ -60,6 +60,23 @@ def test_a_cycle_spec_sets_the_levels_and_refuses_them_beside_it(tmp_path):
     named = config.override({"cycle.cycle": "v", "cycle.levels": ["8", "16"], "cycle.epochs_per_visit": ["1"]},
                             saved=cfg)
     assert [v.resolution for v in named.cycle.visits()] == [16, 8, 16]
+
+
+def test_a_family_takes_its_own_defaults_and_old_configurations_are_kl():
+    grf = config.override({"data.family": "grf"})
+    assert (grf.data.eta, grf.data.num_terms) == (0.1, 1024) and grf.data.field_family() == fields.Family.of("grf")
+    given = config.override({"data.family": "twophase", "data.eta": 0.2, "data.contrast": 1e4})
+    assert given.data.field_family() == fields.Family.of("twophase", 0.2, contrast=1e4)
+    assert config.TrainConfig().data.field_family() == fields.Family()  # the default: kl, eta 0.5, 4 terms
+    back = config.override({"data.family": "kl"}, saved=grf)
+    assert (back.data.eta, back.data.num_terms) == (0.5, 4)
+    old = config.TrainConfig().to_dict()
+    for key in ("family", "sigma", "contrast", "threshold"):  # a config.json written before families
+        del old["data"][key]
+    assert config.TrainConfig.from_dict(old).data.field_family() == fields.Family()
+    assert grf.fingerprint()["data.family"] == "grf" != config.TrainConfig().fingerprint()["data.family"]
+    with pytest.raises(ValueError, match="family must be one of"):
+        config.DataConfig(family="lognormal")
 
 
 def test_the_configuration_is_validated_when_built():

@@ -23,18 +23,35 @@ def test_sample_sets_are_disjoint_and_round_trip(tmp_path):
     assert not (set(map(tuple, train.coeffs)) & set(map(tuple, val.coeffs)))
     path = str(tmp_path / "train.h5")
     train.save(path)
-    loaded = data.SampleSet.load(path, eta=0.5, num_terms=4)
+    loaded = data.SampleSet.load(path, fields.Family(), num_terms=4)
     np.testing.assert_array_equal(loaded.coeffs, train.coeffs)
     assert (loaded.eta, loaded.method, loaded.seed, loaded.role) == (0.5, "sobol", 1, "train")
+
+
+def test_a_sample_set_records_its_family_and_an_older_one_is_kl(tmp_path):
+    family = fields.Family.of("twophase", num_terms=32, contrast=50.0)
+    train, val = data.make_sample_sets(6, 2, family, seed=3)
+    assert train.coeffs.shape == (6, 32) and train.family == family and abs(train.coeffs.mean()) < 0.3
+    path = str(tmp_path / "twophase.h5")
+    train.save(path)
+    assert data.SampleSet.load(path, family).family == family
+    with pytest.raises(ValueError, match="drawn for the family twophase .* this run uses grf"):
+        data.SampleSet.load(path, fields.Family.of("grf", num_terms=32))
+    kl, _ = data.make_sample_sets(4, 1)
+    kl.save(path)
+    with h5py.File(path, "a") as f:  # as written before families were recorded
+        del f.attrs["family"]
+    assert data.SampleSet.load(path, fields.Family()).family == fields.Family()
 
 
 def test_corrupt_or_mismatched_sample_file_gets_a_clear_error(tmp_path):
     train, _ = data.make_sample_sets(8, 2)
     path = str(tmp_path / "s.h5")
     train.save(path)
-    with pytest.raises(ValueError, match=r"drawn for eta=0.5, but this run uses eta=0.3"):
-        data.SampleSet.load(path, eta=0.3)
-    with pytest.raises(ValueError, match="has 4 KL terms, but this run uses 6"):
+    with pytest.raises(ValueError, match=r"drawn for the family kl \(eta 0.5, 4 terms\), but this run uses kl "
+                                         r"\(eta 0.3, 4 terms\)"):
+        data.SampleSet.load(path, fields.Family(eta=0.3))
+    with pytest.raises(ValueError, match="has 4 terms, but this run uses 6"):
         data.SampleSet.load(path, num_terms=6)
     with h5py.File(path, "a") as f:
         f.attrs["num_terms"] = 5
@@ -114,6 +131,13 @@ def test_restricted_coarse_fields_are_block_averages_of_the_fine_field(budget):
     np.testing.assert_allclose(next(iter(ds)).numpy()[..., 0], expected, rtol=1e-5)
     sampled, _ = data.build_dataset(coeffs, 8, 2, shuffle=False, cache_budget_bytes=budget)
     assert not np.allclose(next(iter(sampled)).numpy(), next(iter(ds)).numpy(), rtol=1e-3)
+    # harmonic means of a two-phase medium: a block with any low-nu node is far below its arithmetic mean
+    family = fields.Family.of("twophase", num_terms=40)
+    coeffs = family.sample(2, seed=1)
+    ds, _ = data.build_dataset(coeffs, 8, 2, family, shuffle=False, cache_budget_bytes=budget, source_resolution=16,
+                               coarse_nu="harmonic")
+    blocks = family.diffusivity(coeffs, 16).reshape(2, 8, 2, 8, 2, 8, 2)
+    np.testing.assert_allclose(next(iter(ds)).numpy()[..., 0], 1.0 / (1.0 / blocks).mean(axis=(2, 4, 6)), rtol=1e-5)
 
 
 def test_multigrid_pipeline_draws_each_level_with_its_own_batch():

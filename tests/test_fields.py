@@ -110,3 +110,112 @@ def test_sobol_fills_space_better_than_uniform():
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- Families (docs/design.rst s.10) ---------------------------------------------------------------------------
+
+def test_mode_norms_are_the_l2_norms_of_the_modes():
+    from scipy import integrate
+
+    for eta in (0.1, 0.5):
+        roots = fields.kl_roots(6, eta)
+        numeric = [np.sqrt(integrate.quad(lambda t, a=a: (eta * a * np.cos(a * t) + np.sin(a * t)) ** 2, 0, 1,
+                                          epsabs=1e-13)[0]) for a in roots]
+        np.testing.assert_allclose(fields.mode_norms(6, eta), numeric, rtol=1e-10)
+
+
+def test_grf_terms_are_the_triples_of_largest_eigenvalue_products():
+    triples, products = fields._grf_terms(200, 0.1)
+    _, lam = fields.kl_eigenpairs(40, 0.1)
+    every = np.sort(np.einsum("i,j,k->ijk", lam, lam, lam).ravel())[::-1]
+    np.testing.assert_allclose(products, every[:200], rtol=1e-12)
+    np.testing.assert_allclose(products, lam[triples].prod(axis=1), rtol=1e-12)
+    assert len({tuple(t) for t in triples}) == 200
+    again, _ = fields._grf_terms.__wrapped__(200, 0.1)  # not the cached value: the same set, the same order
+    np.testing.assert_array_equal(again, triples)
+
+
+def test_grf_modes_are_the_eigenfunctions_of_the_exponential_kernel():
+    # Mercer: sum_i lambda_i psi_i(s) psi_i(t) = exp(-|s - t| / eta) (the tail of the 1D sum is ~2 / (eta pi^2 K)).
+    eta, t = 0.5, np.linspace(0, 1, 9)
+    roots, lam = fields.kl_eigenpairs(2000, eta)
+    phi, _ = fields.kl_modes(9, 2000, eta)
+    psi = phi / fields.mode_norms(2000, eta)[:, None]
+    np.testing.assert_allclose((lam[:, None] * psi).T @ psi, np.exp(-np.abs(t[:, None] - t) / eta), atol=2e-3)
+
+
+def test_grf_field_has_sigma_squared_times_the_captured_eigenvalues_as_variance():
+    # The psi are L2-normalized, so the domain average of the field's variance is sigma^2 times the sum of the
+    # chosen eigenvalue products (sum_i lambda_i = 1, the kernel's trace, so at most sigma^2).
+    eta, sigma = 0.2, 1.5
+    triples, scale, psi = fields.grf_modes(4001, 300, eta)
+    squares = np.trapezoid(psi ** 2, dx=1 / 4000, axis=1)
+    np.testing.assert_allclose(squares, 1.0, rtol=1e-6)
+    _, lam = fields.kl_eigenpairs(4000, eta)
+    assert 0.5 < np.sum(scale ** 2) < 1.0 and np.sum(lam) == pytest.approx(1.0, abs=2e-3)
+    # and at every node the draws' log nu has the variance sigma^2 sum_t lambda_t psi_i(x)^2 psi_j(y)^2 psi_k(z)^2
+    family = fields.Family.of("grf", eta, 300, sigma=sigma)
+    log_nu = np.log(family.diffusivity(family.sample(800, "uniform", seed=0), 5))
+    triples, scale, psi = fields.grf_modes(5, 300, eta)
+    expected = sigma ** 2 * np.einsum("t,tx,ty,tz->xyz", scale ** 2, psi[triples[:, 0]] ** 2,
+                                      psi[triples[:, 1]] ** 2, psi[triples[:, 2]] ** 2)
+    np.testing.assert_allclose(log_nu.var(axis=0), expected, rtol=0.2)  # 800 draws: ~5% sampling error
+
+
+@pytest.mark.parametrize("kind", ["grf", "twophase"])
+def test_the_tensorflow_field_is_the_numpy_field(kind):
+    family = fields.Family.of(kind, num_terms=300)
+    coeffs = family.sample(2, seed=3)
+    nu = family.diffusivity(coeffs, 17)
+    nu_tf = family.diffusivity_tf(coeffs, 17).numpy()
+    assert nu.shape == nu_tf.shape == (2, 17, 17, 17)
+    if kind == "grf":
+        np.testing.assert_allclose(nu_tf, nu, rtol=2e-5)
+    else:  # the two phases, the same at all but (float32) round-off nodes right at the threshold
+        assert set(np.unique(nu)) == {1.0, 100.0} and np.mean(nu_tf == nu) > 0.999
+        assert 0.3 < np.mean(nu > 1) < 0.7  # threshold 0: about equal fractions
+    np.testing.assert_array_equal(family.diffusivity(coeffs[0], 17), nu[0])
+
+
+def test_the_kl_family_is_the_kl_field_and_keeps_its_cache_key():
+    family = fields.Family()
+    coeffs = fields.sample_coeffs(3, seed=1)
+    np.testing.assert_array_equal(family.diffusivity(coeffs, 9), fields.kl_diffusivity(coeffs, 9, 0.5))
+    np.testing.assert_array_equal(family.sample(5, "sobol", 2), fields.sample_coeffs(5, 4, "sobol", 2))
+    assert family.key() == np.float64(0.5).tobytes()  # reference caches written before families stay valid
+    assert fields.Family.of("grf").key() != fields.Family.of("grf", sigma=2.0).key()
+
+
+def test_family_defaults_parameters_and_round_trip():
+    assert (fields.Family.of("grf").eta, fields.Family.of("grf").num_terms) == (0.1, 1024)
+    assert (fields.Family.of("kl").eta, fields.Family.of("kl").num_terms) == (0.5, 4)
+    twophase = fields.Family.of("twophase", contrast=1e4, threshold=0.5)
+    assert twophase.params() == {"kind": "twophase", "eta": 0.1, "num_terms": 1024, "sigma": 1.0,
+                                 "contrast": 1e4, "threshold": 0.5}
+    assert fields.Family.from_params(twophase.params()) == twophase
+    assert "sigma" not in fields.Family().params()
+    assert twophase.describe() == "twophase (eta 0.1, 1024 terms, sigma 1, contrast 10000, threshold 0.5)"
+
+
+def test_grf_samples_are_standard_normal_and_seeded():
+    family = fields.Family.of("grf", num_terms=64)
+    for method in ("sobol", "uniform"):
+        w = family.sample(512, method, seed=4)
+        assert w.shape == (512, 64) and abs(w.mean()) < 0.02 and abs(w.std() - 1) < 0.03
+        np.testing.assert_array_equal(w, family.sample(512, method, seed=4))
+        np.testing.assert_allclose(family.sample(12, method, seed=4, skip=500), w[500:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: fields.Family.of("gaussian"), r"family must be one of \('kl', 'grf', 'twophase'\)"),
+    (lambda: fields.Family.of("grf", eta=0.0), "eta"),
+    (lambda: fields.Family.of("grf", num_terms=0), "num_terms must be an integer in 1..8192"),
+    (lambda: fields.Family.of("twophase", contrast=1.0), "contrast must be finite, > 0 and not 1"),
+    (lambda: fields.Family.of("twophase", threshold=np.inf), "threshold must be finite"),
+    (lambda: fields.Family.of("grf", sigma=-1.0), "sigma must be finite and > 0"),
+    (lambda: fields.Family.of("grf", num_terms=8).diffusivity(np.ones(4), 8), "has 8 terms"),
+    (lambda: fields.Family.from_params({"kind": "kl", "colour": 1}), "not a diffusivity family"),
+])
+def test_bad_family_gets_a_clear_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

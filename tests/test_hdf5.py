@@ -6,17 +6,41 @@ import h5py
 import numpy as np
 import pytest
 
-from poisson_tf import files, hdf5
+from poisson_tf import fields, files, hdf5
 
 
 def test_round_trip_with_attributes(tmp_path):
     path = str(tmp_path / "f.h5")
     nu = np.random.default_rng(0).uniform(0.1, 2, (5, 5, 5)).astype(np.float32)
-    hdf5.write_fields(path, {"nu": nu, "u": 1 - nu}, eta=0.5, coeffs=[1.0, 2.0])
+    hdf5.write_fields(path, {"nu": nu, "u": 1 - nu}, family=fields.Family.of("kl", 0.5, 2), coeffs=[1.0, 2.0])
     data, attrs = hdf5.read_fields(path, ("nu", "u"))
     np.testing.assert_array_equal(data["nu"], nu)
     assert attrs["resolution"] == 5 and attrs["eta"] == 0.5
     np.testing.assert_array_equal(attrs["coeffs"], [1.0, 2.0])
+    assert hdf5.read_diffusivity(path)[2] == fields.Family.of("kl", 0.5, 2)
+
+
+def test_the_family_is_recorded_and_an_impossible_one_refused(tmp_path):
+    path = str(tmp_path / "f.h5")
+    family = fields.Family.of("twophase", num_terms=8, contrast=20.0)
+    coeffs = family.sample(1, seed=0)[0]
+    hdf5.write_fields(path, {"nu": family.diffusivity(coeffs, 5)}, family=family, coeffs=coeffs, xdmf=False)
+    nu, read_coeffs, read_family = hdf5.read_diffusivity(path)
+    assert read_family == family and np.array_equal(read_coeffs, coeffs) and set(np.unique(nu)) <= {1.0, 20.0}
+    for attrs, message in ((dict(family='{"kind": "kl", "eta": -1.0}'), "not a valid diffusivity family"),
+                           (dict(family="not json"), "not a valid diffusivity family"),
+                           (dict(family=None, eta=0.5, coeffs=np.ones(3)), None)):
+        with h5py.File(path, "a") as f:
+            for key, value in attrs.items():
+                if value is None:
+                    f.attrs.pop(key, None)
+                else:
+                    f.attrs[key] = value
+        if message:
+            with pytest.raises(ValueError, match=message):
+                hdf5.read_diffusivity(path)
+        else:  # written before families were recorded: kl, with the coefficients' number of terms
+            assert hdf5.read_diffusivity(path)[2] == fields.Family.of("kl", 0.5, 3)
 
 
 def _xdmf_items(path):

@@ -30,7 +30,8 @@ def test_exact_solution_as_prediction_scores_zero():
     nu = fields.kl_diffusivity(fields.sample_coeffs(2, seed=1), 9)
     u_ref = np.stack([solvers.solve(x)[0] for x in nu])
     for m in metrics.field_metrics(u_ref, u_ref, nu):
-        assert m == {"rel_l2": 0.0, "max_abs": 0.0, "energy_gap": 0.0, "flux_error": 0.0}
+        assert m == {"rel_l2": 0.0, "max_abs": 0.0, "energy_gap": 0.0, "flux_error": 0.0, "energy_norm_error": 0.0,
+                     "perturbation_error": 0.0, "flux_field_error": 0.0}
 
 
 def test_perturbed_prediction_gives_the_expected_metrics():
@@ -47,6 +48,17 @@ def test_perturbed_prediction_gives_the_expected_metrics():
     assert m["energy_gap"] == pytest.approx(0.5 * d.ravel() @ (k @ d.ravel()) / solvers.energy(u_ref, nu), rel=1e-3)
     flux = (k @ (u_ref + d).ravel()).reshape(d.shape)[0].sum()
     assert m["flux_error"] == pytest.approx(abs(flux / (2 * solvers.energy(u_ref, nu)) - 1), rel=1e-3)
+    # energy norm ||d||_K / ||u_ref||_K, the square root of the gap; the perturbation's norm is u_ref - (1 - x)'s
+    assert m["energy_norm_error"] == pytest.approx(np.sqrt(m["energy_gap"]), rel=1e-3)
+    perturbation = u_ref - (1 - x)[:, None, None]
+    assert m["perturbation_error"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(perturbation), rel=1e-9)
+    k2 = solvers.stiffness(nu ** 2)  # the flux field nu grad u in the norm of the stiffness of nu^2
+    assert m["flux_field_error"] == pytest.approx(
+        np.sqrt((d.ravel() @ (k2 @ d.ravel())) / (u_ref.ravel() @ (k2 @ u_ref.ravel()))), rel=1e-6)
+    # the trivial guess u = 1 - x misses exactly the perturbation
+    (baseline,) = metrics.field_metrics(np.broadcast_to((1 - x)[:, None, None], u_ref.shape)[None], u_ref[None],
+                                        nu[None])
+    assert baseline["perturbation_error"] == pytest.approx(1.0, rel=1e-12)
 
 
 def test_compare_fields_scores_every_candidate_as_field_metrics_does():
@@ -64,14 +76,14 @@ def test_compare_fields_scores_every_candidate_as_field_metrics_does():
 def test_evaluate_reports_model_next_to_baseline(store):
     coeffs = fields.sample_coeffs(3, seed=3)
     oracle = lambda nu: np.stack([solvers.solve(x)[0] for x in nu])  # noqa: E731
-    report = scoring.evaluate(oracle, coeffs, 0.5, [8, 16], store, batch_size=2, trained_resolutions=[8])
+    report = scoring.evaluate(oracle, fields.Family(), coeffs, [8, 16], store, batch_size=2, trained_resolutions=[8])
     for n, r in report["resolutions"].items():
         assert r["num_samples"] == 3 and [s["sample"] for s in r["per_sample"]] == [0, 1, 2]
         assert r["model"]["rel_l2"] < 1e-9 and abs(r["model"]["energy_gap"]) < 1e-5
         assert 0.05 < r["baseline"]["rel_l2"] < 0.5 and r["baseline"]["energy_gap"] > 0
         assert r["zero_shot"] == (n == 16)
     assert "8" in scoring.format_table(report) and "zero-shot" in scoring.format_table(report)
-    lean = scoring.evaluate(oracle, coeffs, 0.5, [8], store, baseline=False)["resolutions"][8]
+    lean = scoring.evaluate(oracle, fields.Family(), coeffs, [8], store, baseline=False)["resolutions"][8]
     assert lean["baseline"] == {} and lean["model"] == report["resolutions"][8]["model"]
     assert not any(k.startswith("baseline_") for k in lean["per_sample"][0])
 

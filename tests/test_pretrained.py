@@ -118,9 +118,9 @@ def metrics_of(u, u_ref, nu):
 def test_the_held_out_set_is_disjoint_from_the_training_run(shipped):
     directory = pretrained.pretrained_dir(shipped)
     cfg = modeldir.load_config(directory)
-    held = data.SampleSet.load(os.path.join(directory, modeldir.VAL_SAMPLES_FILE), cfg.data.eta, cfg.data.num_terms)
+    held = data.SampleSet.load(os.path.join(directory, modeldir.VAL_SAMPLES_FILE), cfg.data.field_family())
     assert held.role == "held_out" and held.num_samples >= 16 and held.seed != cfg.data.seed
-    train, val = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.num_terms, cfg.data.eta,
+    train, val = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.field_family(),
                                        cfg.data.sampling, cfg.data.seed)
     seen = np.concatenate([train.coeffs, val.coeffs])
     assert np.abs(held.coeffs[:, None] - seen[None]).max(axis=-1).min() > 1e-6

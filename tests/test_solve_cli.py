@@ -45,11 +45,27 @@ def test_solve_a_batch_from_hdf5(tmp_path):
         assert records[i]["effective_diffusivity"] == pytest.approx(2 * record.energy, rel=1e-9)
 
 
+def test_solve_draws_fields_of_a_family_and_records_it(tmp_path):
+    out = str(tmp_path / "two.h5")
+    result = run("--family=twophase", "--num_terms=16", "--contrast=30", "--draw=2", "--draw_seed=5",
+                 "--resolution=9", f"--output={out}")
+    assert result.returncode == 0, result.stderr
+    family = fields.Family.of("twophase", num_terms=16, contrast=30.0)
+    nu, coeffs, recorded = hdf5.read_diffusivity(out)
+    assert recorded == family and coeffs.shape == (2, 16) and set(np.unique(nu)) == {1.0, 30.0}
+    np.testing.assert_array_equal(coeffs, family.sample(2, "uniform", 5))
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(records) == 2 and all(r["relative_residual"] <= 1e-10 for r in records)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--coeffs=1,abc"], "comma-separated list of numbers"),
     ([], "exactly one of --coeffs"),
     (["--coeffs=1", "--resolution=1"], "resolution must be an integer"),
     (["--input=/nonexistent.h5"], "does not exist"),
+    (["--draw=0"], "--draw must be >= 1"),
+    (["--draw=1", "--coeffs=1"], "exactly one of --coeffs"),
+    (["--family=twophase", "--contrast=1", "--draw=1"], "contrast must be finite, > 0 and not 1"),
 ])
 def test_bad_input_exits_with_one_clear_error(tmp_path, args, message):
     result = run(*args, f"--output={tmp_path / 'x.h5'}")

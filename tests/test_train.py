@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poisson_tf import hardware, inference, modeldir, models
-from poisson_tf.training import checkpoint, loop
-from poisson_tf import training
-from poisson_tf.training import step
+from poisson_tf import fields, hardware, inference, metrics, modeldir, models, solvers, training
+from poisson_tf.training import checkpoint, data, loop, step
 from train_helpers import tiny_config
 
 
@@ -91,6 +89,21 @@ def test_trained_resolutions_follow_the_schedule_and_artifacts_are_written(tmp_p
 def checkpoint_weights(run_dir):
     with h5py.File(os.path.join(run_dir, checkpoint.CHECKPOINT_FILE)) as f:
         return [f["network"][k][()] for k in sorted(f["network"])]
+
+
+def test_a_two_phase_run_trains_validates_every_metric_and_records_its_family(tmp_path, ref_cache):
+    family = fields.Family.of("twophase", num_terms=24, contrast=20.0)
+    cfg = tiny_config(tmp_path / "run", ref_cache, data__family="twophase", data__num_terms=24, data__eta=0.1,
+                      data__contrast=20.0, data__coarse_nu="harmonic")
+    assert cfg.data.field_family() == family
+    summary = training.train(cfg)
+    means = summary["validation_by_resolution"][16]
+    assert set(means) == set(metrics.METRIC_NAMES) and all(np.isfinite(v) for v in means.values())
+    assert modeldir.load_config(str(tmp_path / "run")).data.field_family() == family
+    val = data.SampleSet.load(str(tmp_path / "run" / modeldir.VAL_SAMPLES_FILE), family)
+    assert val.coeffs.shape == (2, 24)
+    _, u_ref = solvers.ReferenceStore(str(ref_cache)).get(family, val.coeffs[0], 16)  # cached by the validation
+    assert len(os.listdir(ref_cache)) >= 2
 
 
 def test_interrupted_then_resumed_run_reaches_the_same_weights(tmp_path, ref_cache):

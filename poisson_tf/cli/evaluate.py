@@ -95,10 +95,11 @@ def main(argv):
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     model = inference.load_solver(opened)
     trained = opened.config.plan().resolutions
-    report = scoring.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), coeffs, samples.eta,
+    report = scoring.evaluate(lambda nu: inference.predict(model, nu, FLAGS.batch_size), samples.family, coeffs,
                               resolutions, solvers.ReferenceStore(cache), FLAGS.batch_size, trained)
     examples = report.pop("examples")
     report.update(model_dir=os.path.abspath(model_dir), trained_resolutions=trained, eta=samples.eta,
+                  family=samples.family.params(),
                   workers=distributed.size(), machine=hardware.cpu_info(),
                   samples={"path": os.path.abspath(samples_path(model_dir)),
                            "role": samples.role, "seed": samples.seed, "num_samples": len(coeffs)})

@@ -9,9 +9,18 @@ from absl import flags
 from poisson_tf import cli, fields, hdf5, solvers
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("coeffs", None, "KL coefficients w_1..w_m (comma separated); or use --input.")
-flags.DEFINE_integer("resolution", 32, "Nodes per axis N when the field is built from --coeffs.")
-flags.DEFINE_float("eta", fields.DEFAULT_ETA, "KL correlation length.")
+flags.DEFINE_list("coeffs", None, "Coefficients w_1..w_m of one field of --family (comma separated); or use --draw "
+                  "or --input.")
+flags.DEFINE_integer("draw", None, "Draw this many fields of --family (i.i.d., seed --draw_seed) instead of --coeffs.")
+flags.DEFINE_integer("draw_seed", 0, "Seed of the fields --draw draws.")
+flags.DEFINE_integer("resolution", 32, "Nodes per axis N when the fields are built from --coeffs or --draw.")
+flags.DEFINE_enum("family", "kl", list(fields.FAMILIES), "Diffusivity family of --coeffs and --draw.")
+flags.DEFINE_float("eta", None, "Correlation length (default: the family's: kl 0.5, grf and twophase 0.1).")
+flags.DEFINE_integer("num_terms", None, "Terms of the family (default: as many as --coeffs gives, else the "
+                     "family's: kl 4, grf and twophase 1024).")
+flags.DEFINE_float("sigma", 1.0, "Standard deviation of the grf's log nu (grf, twophase).")
+flags.DEFINE_float("contrast", 100.0, "nu of the phase where the grf's log nu > --threshold (twophase).")
+flags.DEFINE_float("threshold", 0.0, "Level of the grf's log nu between the phases (twophase).")
 flags.DEFINE_string("input", None, "HDF5 file with a dataset `nu` [N,N,N] or [B,N,N,N] (instead of --coeffs).")
 flags.DEFINE_string("output", "solution.h5", "HDF5 file to write (nu, u); an .xdmf is written beside it.")
 flags.DEFINE_float("rtol", 1e-10, "Relative residual target of the preconditioned CG.")
@@ -23,19 +32,29 @@ flags.DEFINE_string("warm_start", None, "A trained model_dir, or pretrained[:nam
                     "solve from the zero guess at the same tolerance.")
 
 
-def load_problem(coeffs, resolution: int, eta: float, input_path: str | None):
-    """Returns (nu [N,N,N] or [B,N,N,N], coeffs or None, eta or None) from coefficients or an HDF5 file, checked
-    (real, finite, positive, in fields.DIFFUSIVITY_RANGE)."""
-    if (coeffs is None) == (input_path is None):
-        raise ValueError("give exactly one of --coeffs (KL coefficients) or --input (an HDF5 file with `nu`)")
+def load_problem(coeffs, resolution: int, family: fields.Family, input_path: str | None, draw: int | None = None,
+                 draw_seed: int = 0):
+    """Returns (nu [N,N,N] or [B,N,N,N], coeffs or None, fields.Family or None) from coefficients of `family`, a
+    number of fields drawn from it, or an HDF5 file, checked (real, finite, positive, in
+    fields.DIFFUSIVITY_RANGE)."""
+    given = [name for name, value in (("--coeffs", coeffs), ("--draw", draw), ("--input", input_path))
+             if value is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --coeffs (coefficients of --family), --draw (a number of fields to "
+                         f"draw) or --input (an HDF5 file with `nu`); got {', '.join(given) or 'none'}")
     if input_path is not None:
         return hdf5.read_diffusivity(input_path)
+    if draw is not None:
+        if draw < 1:
+            raise ValueError(f"--draw must be >= 1 (fields to draw), got {draw}")
+        w = family.sample(draw, "uniform", draw_seed)
+        return family.diffusivity(w, resolution), w, family
     try:
         w = np.array([float(c) for c in coeffs])
     except ValueError:
         raise ValueError(f"--coeffs must be a comma-separated list of numbers, got {coeffs}") from None
-    nu = fields.check_diffusivity(fields.kl_diffusivity(w, resolution, eta), f"nu of --coeffs={','.join(coeffs)}")
-    return nu, w, eta
+    nu = fields.check_diffusivity(family.diffusivity(w, resolution), f"nu of --coeffs={','.join(coeffs)}")
+    return nu, w, family
 
 
 def check_solution(u: np.ndarray, record, rtol: float) -> None:
@@ -92,12 +111,17 @@ def main(argv):
     config.require(0 < FLAGS.rtol < 1, "--rtol", FLAGS.rtol, "in (0, 1)")
     files.check_writable(FLAGS.output, "--output")
     files.check_writable(hdf5.xdmf_path(FLAGS.output), "--output's .xdmf")
-    nu, coeffs, eta = load_problem(FLAGS.coeffs, FLAGS.resolution, FLAGS.eta, FLAGS.input)
+    # --coeffs give their own number of terms unless --num_terms says otherwise
+    terms = FLAGS.num_terms if FLAGS.num_terms is not None or not FLAGS.coeffs else len(FLAGS.coeffs)
+    family = fields.Family.of(FLAGS.family, FLAGS.eta, terms, sigma=FLAGS.sigma, contrast=FLAGS.contrast,
+                              threshold=FLAGS.threshold)
+    nu, coeffs, family = load_problem(FLAGS.coeffs, FLAGS.resolution, family, FLAGS.input, FLAGS.draw,
+                                      FLAGS.draw_seed)
     warm_start = modeldir.open_model_dir(pretrained.resolve_model_dir(FLAGS.warm_start)) if FLAGS.warm_start else None
     if warm_start:
         inference.check_input(nu, warm_start.config.model.input_depth)
     u, records = solve_all(nu, FLAGS.rtol, warm_start, FLAGS.method)
-    hdf5.write_fields(FLAGS.output, {"nu": nu.astype(np.float32), "u": u.astype(np.float32)}, eta=eta,
+    hdf5.write_fields(FLAGS.output, {"nu": nu.astype(np.float32), "u": u.astype(np.float32)}, family=family,
                       coeffs=coeffs, attrs={"solver_records": json.dumps(records)})
     for record in records:
         print(json.dumps(record))

@@ -19,8 +19,9 @@ def _define_config_flags() -> None:
     define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "str": flags.DEFINE_string,
               "bool": flags.DEFINE_bool, "tuple": flags.DEFINE_list}
     for option in config.options():
-        if option.default is None:
-            define[option.kind](option.flag, None, option.help + " Default: the preset's.")
+        if option.default is None:  # a model field (the preset's), or a family parameter (its help says whose)
+            define[option.kind](option.flag, None, option.help + (" Default: the preset's."
+                                                                  if option.path.startswith("model.") else ""))
         else:
             define[option.kind](option.flag, list(map(str, option.default)) if option.kind == "tuple"
                                 else option.default, option.help)

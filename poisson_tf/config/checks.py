@@ -4,7 +4,6 @@ from __future__ import annotations
 
 MAX_THREADS = 1024  # TensorFlow aborts the process on a negative thread count; more than this is no CPU node
 MAX_SEED = 2 ** 32 - 1  # numpy's seeds (keras.utils.set_random_seed) stop here
-MAX_NUM_TERMS = 1000
 
 
 def require(ok: bool, name: str, value, valid: str) -> None:

@@ -45,7 +45,7 @@ def options() -> list:
                    defaults.preset)]
     for section, kind in SECTIONS.items():
         for f in dataclasses.fields(kind):
-            default = None if section == "model" else getattr(getattr(defaults, section), f.name)
+            default = None if section == "model" or f.default is None else getattr(getattr(defaults, section), f.name)
             out.append(_option(f"{section}.{f.name}", f, default))
     return out
 
@@ -64,6 +64,8 @@ def override(values: dict, saved: TrainConfig | None = None) -> TrainConfig:
     Raises:
       ValueError: an unknown path, a value a field refuses, or levels, epochs_per_visit or num_cycles given
         beside a cycle spec (the spec sets them).
+
+    A family given without its eta or num_terms takes its own defaults (fields.FAMILY_DEFAULTS).
     """
     by_path = {o.path: o for o in options()}
     unknown = sorted(set(values) - set(by_path))
@@ -83,5 +85,8 @@ def override(values: dict, saved: TrainConfig | None = None) -> TrainConfig:
         sections["model"] = preset(name)
     for section, current in sections.items():
         fields_ = {path.partition(".")[2]: value for path, value in given.items() if path.startswith(section + ".")}
+        if section == "data" and fields_.get("family", current.family) != current.family:
+            # another family: its own defaults for what was not given, not the previous family's values
+            fields_ = {"eta": None, "num_terms": None, **fields_}
         sections[section] = dataclasses.replace(current, **fields_)
     return TrainConfig(preset=name, **sections)

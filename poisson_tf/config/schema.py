@@ -20,7 +20,7 @@ UPSAMPLING = ("transpose", "upsample")
 INPUT_FEATURES = ("log_nu", "nu")
 OUTPUT_PRIORS = ("linear", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu", "tanh")
-COARSE_NU = ("sample", "restrict")
+COARSE_NU = ("sample", "restrict", "harmonic")
 LR_DECAYS = ("constant", "cosine", "cosine_per_visit")
 
 
@@ -140,15 +140,30 @@ def preset(name: str) -> ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    num_train: int = _field(64, "Training samples (KL coefficient vectors).")
+    """The diffusivity family the run trains on, its sample sets and how each level's nu is made.
+
+    The family's parameters are flat fields (each a flag); eta and num_terms default to the family's own
+    (fields.FAMILY_DEFAULTS: kl 0.5 and 4, grf and twophase 0.1 and 1024) and are stored resolved.
+    """
+
+    num_train: int = _field(64, "Training samples (coefficient vectors of the family).")
     num_val: int = _field(8, "Validation samples (disjoint from training).")
-    num_terms: int = _field(fields.DEFAULT_NUM_TERMS, "KL terms m.")
-    eta: float = _field(fields.DEFAULT_ETA, "KL correlation length.")
-    sampling: str = _field("sobol", f"Coefficient sampling: {fields.SAMPLING_METHODS}.")
+    family: str = _field("kl", f"Diffusivity family, one of {fields.FAMILIES}: the Karhunen-Loeve field (kl), the "
+                               "log-normal random field (grf) or the two-phase medium thresholded from it (twophase).")
+    num_terms: int = _field(None, "Terms m of the family (kl: KL terms; grf, twophase: index triples). Default: the "
+                                  "family's (kl 4, grf and twophase 1024).")
+    eta: float = _field(None, "Correlation length. Default: the family's (kl 0.5, grf and twophase 0.1).")
+    sigma: float = _field(1.0, "Standard deviation of the grf's log nu (grf, twophase).")
+    contrast: float = _field(100.0, "nu of the phase where the grf's log nu > --threshold; the other is 1 (twophase).")
+    threshold: float = _field(0.0, "Level of the grf's log nu that separates the phases (twophase; 0: equal "
+                                   "fractions).")
+    sampling: str = _field("sobol", f"Coefficient sampling: {fields.SAMPLING_METHODS} (a scrambled Sobol sequence, "
+                                    "or i.i.d. draws).")
     seed: int = _field(0, "Seed of the sample sets.", flag="data_seed")
     cache_budget_mb: int = _field(2048, "Memory for caching generated nu fields per worker.")
-    coarse_nu: str = _field("sample", f"How a coarse level's nu is made, one of {COARSE_NU}: the KL field sampled "
-                                      "at the coarse nodes, or the finest level's field restricted (2x2x2 averages).")
+    coarse_nu: str = _field("sample", f"How a coarse level's nu is made, one of {COARSE_NU}: the family's field "
+                                      "sampled at the coarse nodes, or the finest level's field averaged over 2x2x2 "
+                                      "blocks, arithmetically (restrict) or harmonically (harmonic).")
 
     def __post_init__(self):
         if self.coarse_nu not in COARSE_NU:
@@ -157,11 +172,19 @@ class DataConfig:
             raise ValueError(f"num_train and num_val must be >= 1, got {self.num_train} and {self.num_val}")
         if self.sampling not in fields.SAMPLING_METHODS:
             raise ValueError(f"sampling must be one of {fields.SAMPLING_METHODS}, got {self.sampling!r}")
-        require(1 <= self.num_terms <= checks.MAX_NUM_TERMS, "num_terms", self.num_terms, f"in 1..{checks.MAX_NUM_TERMS}")
         checks.check_seed("data_seed", self.seed)
         require(self.cache_budget_mb >= 0, "cache_budget_mb", self.cache_budget_mb, ">= 0 (0: no caching)")
-        fields.check_eta(self.eta)
-        fields.kl_roots(self.num_terms)
+        family = fields.Family.of(self.family, self.eta, self.num_terms, sigma=self.sigma, contrast=self.contrast,
+                                  threshold=self.threshold)
+        object.__setattr__(self, "eta", family.eta)  # resolved: a saved config names the values it trained on
+        object.__setattr__(self, "num_terms", family.num_terms)
+        if family.kind == "kl":
+            fields.kl_roots(self.num_terms)
+
+    def field_family(self) -> fields.Family:
+        """The diffusivity family as one value (fields.Family)."""
+        return fields.Family.of(self.family, self.eta, self.num_terms, sigma=self.sigma, contrast=self.contrast,
+                                threshold=self.threshold)
 
 
 # What a cycle spec ('16:4,32:2,64:1') sets itself: given beside one, these are refused (see override).
@@ -323,11 +346,11 @@ class TrainConfig:
                              f"{max(k for k in range(1, self.run.steps_per_execution + 1) if plan.steps_per_epoch % k == 0)}")
         for n in plan.resolutions + list(self.run.val_resolutions):
             self.model.check_resolution(n)
-        if self.data.coarse_nu == "restrict":
+        if self.data.coarse_nu != "sample":
             for n in plan.resolutions:
                 ratio = plan.resolutions[-1] // n
                 if plan.resolutions[-1] != n * ratio or ratio & (ratio - 1):
-                    raise ValueError(f"--coarse_nu=restrict averages 2x2x2 blocks of the finest field, so every "
+                    raise ValueError(f"--coarse_nu={self.data.coarse_nu} averages 2x2x2 blocks of the finest field, so every "
                                      f"level must be the finest ({plan.resolutions[-1]}) over a power of 2; {n} "
                                      "is not")
         object.__setattr__(self, "_plan", plan)  # compiled once, with the validation it implies
@@ -358,9 +381,12 @@ class TrainConfig:
     def fingerprint(self) -> dict:
         """What a checkpoint must share with the run that resumes it: every setting that changes the sequence
         of updates (so that a --deterministic resume reaches the weights of an uninterrupted run), as
-        {path: value}; the RUNTIME_SETTINGS may differ."""
+        {path: value}; the RUNTIME_SETTINGS may differ, and so may the family parameters its kind does not use
+        (a kl run has no sigma, contrast or threshold)."""
         d = self.to_dict()
+        unused = {f"data.{name}" for name in ("sigma", "contrast", "threshold")
+                  if name not in self.data.field_family().params()}  # the family's kind ignores them
         return {f"{section}.{name}": value for section in SECTIONS for name, value in d[section].items()
-                if f"{section}.{name}" not in RUNTIME_SETTINGS}
+                if f"{section}.{name}" not in RUNTIME_SETTINGS and f"{section}.{name}" not in unused}
 
 

@@ -71,14 +71,14 @@ class Validator:
     same numbers): the mean metrics per resolution, {N: {metric: value}}.
     """
 
-    def __init__(self, network, coeffs, eta: float, resolutions, store, batch_size: int = 2):
-        self.network, self.coeffs, self.eta = network, np.asarray(coeffs), eta
+    def __init__(self, network, family, coeffs, resolutions, store, batch_size: int = 2):
+        self.network, self.family, self.coeffs = network, family, np.asarray(coeffs)
         self.resolutions, self.store, self.batch_size = list(resolutions), store, batch_size
         self.examples = {}  # resolution -> (nu, u, u_ref) of validation sample 0, on the chief
 
     def run(self) -> dict:
-        report = scoring.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.coeffs,
-                                     self.eta, self.resolutions, self.store, self.batch_size, baseline=False)
+        report = scoring.evaluate(lambda nu: inference.predict(self.network, nu, self.batch_size), self.family,
+                                  self.coeffs, self.resolutions, self.store, self.batch_size, baseline=False)
         self.examples = report["examples"]
         return {n: r["model"] for n, r in report["resolutions"].items()}
 

@@ -110,7 +110,8 @@ class Checkpointer:
                 if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
                     raise CorruptCheckpoint(f"{os.path.basename(path)} holds non-finite values in {group} variable "
                                             f"{name}")
-        saved = json.loads(fingerprint_json)
+        # A setting added after the checkpoint was written ran at its default then (e.g. data.family = kl).
+        saved = {**config.TrainConfig().fingerprint(), **json.loads(fingerprint_json)}
         if saved != self.fingerprint:
             raise ValueError(_incompatibility(path, saved, self.fingerprint))
         return groups, json.loads(state_json)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import tensorflow as tf
@@ -26,10 +27,10 @@ def _fixed_tuning(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class SampleSet:
-    """KL coefficient vectors [num_samples, num_terms] and how they were drawn."""
+    """Coefficient vectors [num_samples, num_terms] of a diffusivity family, and how they were drawn."""
 
     coeffs: np.ndarray
-    eta: float
+    family: fields.Family
     method: str
     seed: int
     role: str = "train"
@@ -42,20 +43,26 @@ class SampleSet:
     def num_terms(self) -> int:
         return int(self.coeffs.shape[1])
 
+    @property
+    def eta(self) -> float:
+        return self.family.eta
+
     def save(self, path: str) -> str:
-        """Writes the set to HDF5 (dataset `coeffs`, attributes eta, num_terms, method, seed, role); atomic."""
+        """Writes the set to HDF5 (dataset `coeffs`, attributes family (JSON), eta, num_terms, method, seed,
+        role); atomic."""
         with files.write_hdf5(path) as f:
             f.create_dataset("coeffs", data=self.coeffs)
-            f.attrs.update(eta=self.eta, num_terms=self.num_terms, method=self.method, seed=self.seed,
-                           role=self.role)
+            f.attrs.update(family=self.family.to_json(), eta=self.family.eta, num_terms=self.num_terms,
+                           method=self.method, seed=self.seed, role=self.role)
         return path
 
     @classmethod
-    def load(cls, path: str, eta: float | None = None, num_terms: int | None = None) -> "SampleSet":
-        """Reads a set written by save(); checks it against the expected eta and num_terms when given.
+    def load(cls, path: str, family: fields.Family | None = None, num_terms: int | None = None) -> "SampleSet":
+        """Reads a set written by save(); checks it against the expected family (or only its number of terms)
+        when given. A set written before families were recorded is of the kl family with its eta.
 
         Raises:
-          ValueError: unreadable or corrupt file, or a set drawn for another eta / number of KL terms.
+          ValueError: unreadable or corrupt file, or a set drawn for another family or number of terms.
         """
         import h5py
 
@@ -63,26 +70,33 @@ class SampleSet:
             with h5py.File(path, "r") as f:
                 coeffs = np.asarray(f["coeffs"][()], np.float64)
                 attrs = {k: f.attrs[k] for k in ("eta", "num_terms", "method", "seed", "role")}
+                recorded = f.attrs.get("family")
         except (OSError, KeyError) as e:
             raise ValueError(f"cannot read sample set {path!r} (expected HDF5 with dataset `coeffs` and "
                              f"attributes eta, num_terms, method, seed, role): {e}") from None
         if coeffs.ndim != 2 or coeffs.shape[1] != attrs["num_terms"] or not np.all(np.isfinite(coeffs)):
             raise ValueError(f"sample set {path!r} is corrupt: coeffs {coeffs.shape} with num_terms "
                              f"{attrs['num_terms']} (finite [num_samples, num_terms] expected)")
-        if eta is not None and not np.isclose(attrs["eta"], eta, rtol=1e-12):
-            raise ValueError(f"sample set {path!r} was drawn for eta={attrs['eta']}, but this run uses eta={eta}")
+        try:
+            drawn = fields.Family.from_params(json.loads(recorded)) if recorded is not None else \
+                fields.Family.of("kl", float(attrs["eta"]), int(attrs["num_terms"]))
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"sample set {path!r} records no valid diffusivity family: {e}") from None
+        if family is not None and drawn != family:
+            raise ValueError(f"sample set {path!r} was drawn for the family {drawn.describe()}, but this run uses "
+                             f"{family.describe()}")
         if num_terms is not None and attrs["num_terms"] != num_terms:
-            raise ValueError(f"sample set {path!r} has {attrs['num_terms']} KL terms, but this run uses "
-                             f"{num_terms}")
-        return cls(coeffs, float(attrs["eta"]), str(attrs["method"]), int(attrs["seed"]), str(attrs["role"]))
+            raise ValueError(f"sample set {path!r} has {attrs['num_terms']} terms, but this run uses {num_terms}")
+        return cls(coeffs, drawn, str(attrs["method"]), int(attrs["seed"]), str(attrs["role"]))
 
 
-def make_sample_sets(num_train: int, num_val: int, num_terms: int = fields.DEFAULT_NUM_TERMS,
-                     eta: float = fields.DEFAULT_ETA, method: str = "sobol", seed: int = 0):
+def make_sample_sets(num_train: int, num_val: int, family: fields.Family | None = None, method: str = "sobol",
+                     seed: int = 0):
     """Disjoint training and validation sets: consecutive, non-overlapping stretches of one seeded sequence."""
-    every = fields.sample_coeffs(num_train + num_val, num_terms, method, seed)
-    return (SampleSet(every[:num_train], eta, method, seed, "train"),
-            SampleSet(every[num_train:], eta, method, seed, "validation"))
+    family = family or fields.Family()
+    every = family.sample(num_train + num_val, method, seed)
+    return (SampleSet(every[:num_train], family, method, seed, "train"),
+            SampleSet(every[num_train:], family, method, seed, "validation"))
 
 
 def global_batches(num_samples: int, global_batch_size: int, seed: int, epoch, shuffle: bool = True):
@@ -106,18 +120,22 @@ def cache_bytes(num_samples: int, resolution: int) -> int:
     return num_samples * resolution ** 3 * 4
 
 
-def _fields_tf(coeffs, resolution: int, eta: float, num_terms: int, source_resolution: int | None):
-    """nu [b, N, N, N, 1] for coeffs [b, m]: the KL field at N, or at source_resolution averaged over blocks."""
+def _fields_tf(coeffs, resolution: int, family: fields.Family, source_resolution: int | None, coarse_nu: str):
+    """nu [b, N, N, N, 1] for coeffs [b, m]: the family's field at N, or at source_resolution averaged over blocks
+    (coarse_nu "restrict": arithmetic means, "harmonic": harmonic means)."""
     if not source_resolution or source_resolution == resolution:
-        return fields.kl_diffusivity_tf(coeffs, resolution, eta, num_terms)[..., None]
+        return family.diffusivity_tf(coeffs, resolution)[..., None]
     factor = source_resolution // resolution
-    fine = fields.kl_diffusivity_tf(coeffs, source_resolution, eta, num_terms)[..., None]
+    fine = family.diffusivity_tf(coeffs, source_resolution)[..., None]
+    if coarse_nu == "harmonic":  # the effective conductivity of layers in series, the lower bound of a block's
+        return 1.0 / tf.nn.avg_pool3d(1.0 / fine, ksize=factor, strides=factor, padding="VALID")
     return tf.nn.avg_pool3d(fine, ksize=factor, strides=factor, padding="VALID")
 
 
-def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, eta: float = fields.DEFAULT_ETA,
+def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, family: fields.Family | None = None,
                   seed: int = 0, rank: int = 0, size: int = 1, start_step: int = 0, shuffle: bool = True,
-                  cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES, source_resolution: int | None = None):
+                  cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES, source_resolution: int | None = None,
+                  coarse_nu: str = "restrict"):
     """An endless tf.data pipeline of nu batches [global_batch / size, N, N, N, 1] at one resolution.
 
     Epoch e is the global batches of global_batches(seed, e); this worker takes its slice (rank) of every one,
@@ -125,7 +143,8 @@ def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, e
     (start_step: steps already trained at this level) sees the batches it would have seen. nu is generated in
     TensorFlow inside a parallel `map`, or once and kept in memory when all samples fit in cache_budget_bytes;
     with source_resolution (a multiple of N by a power of 2) it is that field averaged over blocks
-    (--coarse_nu=restrict) instead of the field sampled at N.
+    (coarse_nu "restrict" or "harmonic") instead of the field sampled at N. family: fields.Family() (kl) by
+    default.
 
     Returns:
       (dataset, steps_per_epoch).
@@ -142,10 +161,10 @@ def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, e
         raise ValueError(f"{num_samples} samples cannot fill one global batch of {global_batch_size}")
     per_worker = global_batch_size // size
     every = tf.constant(np.asarray(coeffs), tf.float32)
-    num_terms = int(every.shape[1])
+    family = family or fields.Family()
     cached = None
     if cache_bytes(num_samples, resolution) <= cache_budget_bytes:
-        cached = tf.concat([_fields_tf(every[i:i + 8], resolution, eta, num_terms, source_resolution)
+        cached = tf.concat([_fields_tf(every[i:i + 8], resolution, family, source_resolution, coarse_nu)
                             for i in range(0, num_samples, 8)], axis=0)
 
     def one_epoch(epoch):
@@ -155,8 +174,8 @@ def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, e
         if cached is not None:
             ds = ds.map(lambda i: tf.gather(cached, i))
         else:
-            ds = ds.map(lambda i: _fields_tf(tf.gather(every, i)[None], resolution, eta, num_terms,
-                                             source_resolution)[0],
+            ds = ds.map(lambda i: _fields_tf(tf.gather(every, i)[None], resolution, family, source_resolution,
+                                             coarse_nu)[0],
                         num_parallel_calls=len(hardware.usable_cpus()), deterministic=True)
         return ds.batch(per_worker, drop_remainder=True)
 
@@ -164,7 +183,7 @@ def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, e
     return _fixed_tuning(ds.skip(start_step % steps).prefetch(PREFETCH_BATCHES)), steps
 
 
-def multigrid_dataset(plan, coeffs: np.ndarray, eta: float = fields.DEFAULT_ETA, seed: int = 0, rank: int = 0,
+def multigrid_dataset(plan, coeffs: np.ndarray, family: fields.Family | None = None, seed: int = 0, rank: int = 0,
                       size: int = 1, start_epoch: int = 0, cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
                       coarse_nu: str = "sample"):
     """The whole cycle as one pipeline: every step draws its batch from the level the plan gives its epoch.
@@ -179,7 +198,9 @@ def multigrid_dataset(plan, coeffs: np.ndarray, eta: float = fields.DEFAULT_ETA,
       coeffs: the training samples, at least as many as any level uses.
       start_epoch: the first epoch of the plan to produce (0, or the epoch after a checkpoint).
       cache_budget_bytes: shared by the levels, finest first.
-      coarse_nu: "sample" (the KL field at each level's nodes) or "restrict" (the finest level's field averaged).
+      family: the diffusivity family of the coefficients (fields.Family() by default).
+      coarse_nu: "sample" (the family's field at each level's nodes), or "restrict" / "harmonic" (the finest
+        level's field averaged arithmetically / harmonically over blocks).
 
     Returns:
       (dataset of [level batch / size, N, N, N, 1] with N and the batch varying by epoch, steps_per_epoch).
@@ -189,10 +210,10 @@ def multigrid_dataset(plan, coeffs: np.ndarray, eta: float = fields.DEFAULT_ETA,
     datasets, budget = [], cache_budget_bytes
     for index, resolution in reversed(list(enumerate(resolutions))):
         level = plan.level(resolution)
-        source = resolutions[-1] if coarse_nu == "restrict" else None
-        ds, _ = build_dataset(coeffs[:level.num_samples], resolution, level.global_batch_size, eta, seed + index, rank,
-                              size, plan.steps_at(resolution, start_epoch), cache_budget_bytes=budget,
-                              source_resolution=source)
+        source = resolutions[-1] if coarse_nu != "sample" else None
+        ds, _ = build_dataset(coeffs[:level.num_samples], resolution, level.global_batch_size, family, seed + index,
+                              rank, size, plan.steps_at(resolution, start_epoch), cache_budget_bytes=budget,
+                              source_resolution=source, coarse_nu=coarse_nu)
         need = cache_bytes(level.num_samples, resolution)
         if need <= budget:  # the same test build_dataset made: this level was cached
             budget -= need

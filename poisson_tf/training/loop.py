@@ -139,8 +139,8 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
     if cfg.run.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.run.seed)
-    train_set, val_set = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.num_terms,
-                                               cfg.data.eta, cfg.data.sampling, cfg.data.seed)
+    train_set, val_set = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.field_family(),
+                                               cfg.data.sampling, cfg.data.seed)
     network, energy_trainer = _build_model(cfg)
     checkpointer = checkpoint.Checkpointer(cfg.run.model_dir, cfg.fingerprint())
     start_epoch = 0
@@ -189,13 +189,15 @@ def _build_model(cfg: config.TrainConfig):
 
 def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpointer, extra_callbacks):
     """The callback list in the order it must run, and the cycle and validation callbacks (their records)."""
-    validator = callbacks.Validator(network, val_set.coeffs, cfg.data.eta, cfg.run.val_resolutions or plan.resolutions,
+    validator = callbacks.Validator(network, val_set.family, val_set.coeffs,
+                                    cfg.run.val_resolutions or plan.resolutions,
                                     solvers.ReferenceStore(cfg.run.reference_cache))
     cycle_cb = callbacks.MultigridCallback(plan)
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
     hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision,
                "levels": str(plan.resolutions), "global_batch_size": cfg.optim.global_batch_size,
                "learning_rate": cfg.optim.learning_rate, "workers": distributed.size(), "num_train": cfg.data.num_train,
+               "family": cfg.data.field_family().describe(),
                **{f"model_{k}": v for k, v in dataclasses.asdict(cfg.model).items()}}
     # Keras runs the callbacks in list order at every hook, and they share one `logs` dict per epoch:
     cbs = [
@@ -218,7 +220,7 @@ def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpoint
 def _fit(cfg: config.TrainConfig, plan, energy_trainer, train_set, start_epoch: int, end_epoch: int, cbs) -> dict:
     """Trains epochs [start_epoch, end_epoch) of the plan from one pipeline of the whole cycle; returns the history."""
     dataset, steps = data.multigrid_dataset(
-        plan, train_set.coeffs, cfg.data.eta, cfg.run.seed, distributed.rank(), distributed.size(), start_epoch,
+        plan, train_set.coeffs, train_set.family, cfg.run.seed, distributed.rank(), distributed.size(), start_epoch,
         cfg.data.cache_budget_mb * 1024 ** 2, cfg.data.coarse_nu)
     history = energy_trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps,
                                  shuffle=False, verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)

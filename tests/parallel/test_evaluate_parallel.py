@@ -17,7 +17,7 @@ def test_samples_are_split_and_gathered():
         seen.append(len(nu))
         return np.stack([solvers.solve(x)[0] for x in nu])
 
-    report = scoring.evaluate(oracle, coeffs, 0.5, [8], store, batch_size=1)
+    report = scoring.evaluate(oracle, fields.Family(), coeffs, [8], store, batch_size=1)
     rows = report["resolutions"][8]["per_sample"]
     assert [r["sample"] for r in rows] == [0, 1, 2]
     assert all(r["rel_l2"] < 1e-9 for r in rows)
