@@ -302,7 +302,7 @@ class Family:
     kind "kl": nu = exp(sum_i w_i lambda_i^(3/2) phi_i(x) phi_i(y) phi_i(z)), w uniform in [-3, 3]^m.
     kind "grf": log nu = sigma sum_t w_t sqrt(lambda_i lambda_j lambda_k) psi_i(x) psi_j(y) psi_k(z) over the
     m triples t = (i, j, k) with the largest eigenvalue products, w standard normal: the log-normal field of
-    covariance sigma^2 exp(-(|dx| + |dy| + |dz|) / eta).
+    covariance ``sigma^2 exp(-(|dx| + |dy| + |dz|) / eta)``.
     kind "twophase": nu = contrast where the grf's log nu > threshold, else 1.
     Build one with `Family.of(kind, ...)`, which fills in the kind's defaults (FAMILY_DEFAULTS).
     """

@@ -81,7 +81,7 @@ TABLE_COLUMNS = (("rel_l2", "rel_l2", ".3%"), ("energy_gap", "2J", ".3%"), ("ene
 def format_table(report: dict) -> str:
     """A readable table: one row per resolution, every metric of the model next to the u = 1 - x baseline's
     ("(1-x)"): rel_l2, the 2J (effective conductivity) error, the energy-norm, perturbation and flux-field errors,
-    the inlet reaction flux error and max |u - u_ref|."""
+    the inlet reaction flux error and ``max |u - u_ref|``."""
     head = f"{'N':>5} {'samples':>7} " + " ".join(f"{label:>9} {'(1-x)':>9}" for _, label, _ in TABLE_COLUMNS) \
         + f" {'s/field':>8}"
     lines = [head, "-" * len(head)]
