@@ -199,6 +199,16 @@ def test_evaluate_cli_writes_report_figure_and_table(model_dir, tmp_path):
     assert "rel_l2" in result.stdout and "zero-shot" in result.stdout
     result = run_cli("evaluate", f"--model_dir={model_dir}", "--resolutions=10", f"--report={report_path}")
     assert result.returncode != 0 and "resolution 10 cannot pass" in result.stderr
+    # The kl model on fields of another family: drawn, scored with every metric, both families named.
+    result = run_cli("evaluate", f"--model_dir={model_dir}", "--family=twophase", "--num_terms=16", "--draw=2",
+                     "--resolutions=16", f"--report={report_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(report_path) as f:
+        report = json.load(f)
+    assert report["family"]["kind"] == "twophase" and report["trained_family"]["kind"] == "kl"
+    assert report["samples"]["role"] == "drawn" and report["resolutions"]["16"]["num_samples"] == 2
+    result = run_cli("evaluate", f"--model_dir={model_dir}", "--draw=0", f"--report={report_path}")
+    assert result.returncode != 0 and "--draw must be >= 1" in result.stderr
 
 
 def test_warm_start_reaches_the_same_tolerance(model_dir, tmp_path):

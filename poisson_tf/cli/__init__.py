@@ -73,3 +73,30 @@ def run(name: str, main) -> None:
 
     app.run(guarded, flags_parser=parse)
 
+
+def define_family_flags(what: str, family_default: str | None = "kl") -> None:
+    """--family, --eta, --num_terms, --sigma, --contrast, --threshold, --draw and --draw_seed of a command line
+    that makes fields of a diffusivity family (`what` says which: 'fields of --coeffs and --draw', ...)."""
+    from poisson_tf import fields
+
+    flags.DEFINE_enum("family", family_default, list(fields.FAMILIES), f"Diffusivity family of {what}.")
+    flags.DEFINE_float("eta", None, "Correlation length (default: the family's: kl 0.5, grf and twophase 0.1).")
+    flags.DEFINE_integer("num_terms", None, "Terms of the family (default: the family's: kl 4, grf and twophase "
+                         "1024).")
+    flags.DEFINE_float("sigma", 1.0, "Standard deviation of the grf's log nu (grf, twophase).")
+    flags.DEFINE_float("contrast", 100.0, "nu of the phase where the grf's log nu > --threshold (twophase).")
+    flags.DEFINE_float("threshold", 0.0, "Level of the grf's log nu between the phases (twophase).")
+    flags.DEFINE_integer("draw", None, "Draw this many fields of --family (i.i.d. draws, seed --draw_seed).")
+    flags.DEFINE_integer("draw_seed", 0, "Seed of the fields --draw draws.")
+
+
+def family_from_flags(num_terms: int | None = None, default=None):
+    """The fields.Family the flags of define_family_flags name; num_terms stands in for --num_terms when that was
+    not given; `default` is the family when --family was not given either (None: the flag's default)."""
+    from poisson_tf import fields
+
+    f = flags.FLAGS
+    if default is not None and not f["family"].present:
+        return default
+    return fields.Family.of(f.family, f.eta, f.num_terms if f.num_terms is not None else num_terms,
+                            sigma=f.sigma, contrast=f.contrast, threshold=f.threshold)

@@ -16,6 +16,7 @@ flags.DEFINE_list("resolutions", [], "Resolutions to evaluate (default: the trai
 flags.DEFINE_string("samples", "", "HDF5 sample set to evaluate (default: the model_dir's validation set; a shipped "
                     "solver's held-out set).")
 flags.DEFINE_integer("num_samples", 0, "Evaluate only the first this many samples (0: all).")
+cli.define_family_flags("the fields --draw draws (default: the model's training family)", family_default=None)
 flags.DEFINE_integer("batch_size", 1, "Fields per forward pass.")
 flags.DEFINE_string("reference_cache", "", "Directory of cached reference solutions (default: the run's).")
 flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/report.json, for a shipped solver "
@@ -66,14 +67,24 @@ def samples_path(model_dir: str) -> str:
     return FLAGS.samples or os.path.join(model_dir, modeldir.VAL_SAMPLES_FILE)
 
 
-def load_samples(model_dir: str, num_terms: int):
-    """The sample set to evaluate (--samples, or the run's validation set) and the coefficients chosen by
-    --num_samples; ValueError when it cannot be read or holds none."""
+def load_samples(model_dir: str, trained):
+    """The samples to evaluate: --draw fields of --family (default: the training family `trained`), or the set
+    --samples names, or the run's validation set (any family: the network takes nu, and the report names both
+    families); the coefficients chosen by --num_samples. ValueError when they cannot be read or there are none."""
     from poisson_tf.training import data
+
+    if FLAGS.draw is not None:
+        config.require(FLAGS.draw >= 1, "--draw", FLAGS.draw, ">= 1 (fields to draw)")
+        if FLAGS.samples:
+            raise ValueError("give at most one of --samples and --draw")
+        family = cli.family_from_flags(default=trained)
+        samples = data.SampleSet(family.sample(FLAGS.draw, "uniform", FLAGS.draw_seed), family, "uniform",
+                                 FLAGS.draw_seed, role="drawn")
+        return samples, samples.coeffs[:FLAGS.num_samples or None]
 
     path = samples_path(model_dir)
     try:
-        samples = data.SampleSet.load(path, num_terms=num_terms)
+        samples = data.SampleSet.load(path)
     except (TypeError, AttributeError) as e:  # a file whose `coeffs` or attributes are of the wrong kind
         raise ValueError(f"cannot read sample set {path!r}: {e}") from None
     coeffs = samples.coeffs[:FLAGS.num_samples or None]
@@ -88,7 +99,7 @@ def main(argv):
 
     model_dir = pretrained.resolve_model_dir(FLAGS.model_dir)
     opened, resolutions, cache, path = check_task(model_dir)
-    samples, coeffs = load_samples(model_dir, opened.config.data.num_terms)
+    samples, coeffs = load_samples(model_dir, opened.config.data.field_family())
 
     from poisson_tf import distributed, hardware, inference, scoring, solvers
 
@@ -99,9 +110,9 @@ def main(argv):
                               resolutions, solvers.ReferenceStore(cache), FLAGS.batch_size, trained)
     examples = report.pop("examples")
     report.update(model_dir=os.path.abspath(model_dir), trained_resolutions=trained, eta=samples.eta,
-                  family=samples.family.params(),
+                  family=samples.family.params(), trained_family=opened.config.data.field_family().params(),
                   workers=distributed.size(), machine=hardware.cpu_info(),
-                  samples={"path": os.path.abspath(samples_path(model_dir)),
+                  samples={"path": None if FLAGS.draw else os.path.abspath(samples_path(model_dir)),
                            "role": samples.role, "seed": samples.seed, "num_samples": len(coeffs)})
     distributed.on_chief(_publish, report, examples, path)
 

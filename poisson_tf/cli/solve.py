@@ -11,16 +11,8 @@ from poisson_tf import cli, fields, hdf5, solvers
 FLAGS = flags.FLAGS
 flags.DEFINE_list("coeffs", None, "Coefficients w_1..w_m of one field of --family (comma separated); or use --draw "
                   "or --input.")
-flags.DEFINE_integer("draw", None, "Draw this many fields of --family (i.i.d., seed --draw_seed) instead of --coeffs.")
-flags.DEFINE_integer("draw_seed", 0, "Seed of the fields --draw draws.")
 flags.DEFINE_integer("resolution", 32, "Nodes per axis N when the fields are built from --coeffs or --draw.")
-flags.DEFINE_enum("family", "kl", list(fields.FAMILIES), "Diffusivity family of --coeffs and --draw.")
-flags.DEFINE_float("eta", None, "Correlation length (default: the family's: kl 0.5, grf and twophase 0.1).")
-flags.DEFINE_integer("num_terms", None, "Terms of the family (default: as many as --coeffs gives, else the "
-                     "family's: kl 4, grf and twophase 1024).")
-flags.DEFINE_float("sigma", 1.0, "Standard deviation of the grf's log nu (grf, twophase).")
-flags.DEFINE_float("contrast", 100.0, "nu of the phase where the grf's log nu > --threshold (twophase).")
-flags.DEFINE_float("threshold", 0.0, "Level of the grf's log nu between the phases (twophase).")
+cli.define_family_flags("--coeffs and --draw (--num_terms defaults to as many as --coeffs gives)")
 flags.DEFINE_string("input", None, "HDF5 file with a dataset `nu` [N,N,N] or [B,N,N,N] (instead of --coeffs).")
 flags.DEFINE_string("output", "solution.h5", "HDF5 file to write (nu, u); an .xdmf is written beside it.")
 flags.DEFINE_float("rtol", 1e-10, "Relative residual target of the preconditioned CG.")
@@ -111,10 +103,7 @@ def main(argv):
     config.require(0 < FLAGS.rtol < 1, "--rtol", FLAGS.rtol, "in (0, 1)")
     files.check_writable(FLAGS.output, "--output")
     files.check_writable(hdf5.xdmf_path(FLAGS.output), "--output's .xdmf")
-    # --coeffs give their own number of terms unless --num_terms says otherwise
-    terms = FLAGS.num_terms if FLAGS.num_terms is not None or not FLAGS.coeffs else len(FLAGS.coeffs)
-    family = fields.Family.of(FLAGS.family, FLAGS.eta, terms, sigma=FLAGS.sigma, contrast=FLAGS.contrast,
-                              threshold=FLAGS.threshold)
+    family = cli.family_from_flags(len(FLAGS.coeffs) if FLAGS.coeffs else None)  # --coeffs give their own terms
     nu, coeffs, family = load_problem(FLAGS.coeffs, FLAGS.resolution, family, FLAGS.input, FLAGS.draw,
                                       FLAGS.draw_seed)
     warm_start = modeldir.open_model_dir(pretrained.resolve_model_dir(FLAGS.warm_start)) if FLAGS.warm_start else None
