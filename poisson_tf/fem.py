@@ -35,8 +35,8 @@ def _conv_adjoint(values: tf.Tensor, kind: str) -> tf.Tensor:
     """The adjoint of _conv: per-element values [B, E, E, E, C] summed back onto the nodes [B, E+1, E+1, E+1, 1].
 
     A 'valid' convolution of the zero-padded values with the mirrored kernel, which is the transposed
-    convolution; as a forward convolution oneDNN runs it ~10% faster on AVX2 and AVX-512 (the node sums of
-    12 channels are the energy's most expensive op, benchmarks/bench_profile.py)."""
+    convolution; as a forward convolution oneDNN runs it faster on AVX2 and AVX-512 than the transposed one
+    (the node sums of 12 channels are the energy's most expensive op, benchmarks/results/profile.jsonl)."""
     padded = tf.pad(values, [[0, 0], [1, 1], [1, 1], [1, 1], [0, 0]])
     return tf.nn.conv3d(padded, tf.constant(_adjoint_table(kind)), strides=[1, 1, 1, 1, 1], padding="VALID")
 

@@ -163,7 +163,8 @@ class Conv3DTranspose(keras.layers.Conv3DTranspose):
         y = tf.nn.conv3d_transpose(inputs, kernel, tf.stack([shape[0], *full, self.filters]),
                                    [1, *self.strides, 1], padding="VALID")
         # 'same' keeps N s outputs of the (N - 1) s + k: those after max(k - s, 0) // 2 (TensorFlow's rule). A
-        # tf.slice, not y[...]: the gradient of a strided slice ran 2.5x slower than this layer's convolution.
+        # tf.slice, not y[...]: the gradient of a strided slice (StridedSliceGrad) cost more than this layer's
+        # convolution (benchmarks/results/profile.jsonl).
         begin = [0] + [max(k - s, 0) // 2 for k, s in zip(self.kernel_size, self.strides)] + [0]
         y = tf.slice(y, begin, [-1, *sizes, -1])
         if self.use_bias:
@@ -226,7 +227,7 @@ class UpsampleConv3D(keras.layers.Layer):
         k, c_in = self.kernel_size[0], kernel.shape[3]
         size = round((self._coarse_taps.shape[0] // 8) ** (1 / 3))
         # [K, K, K, C_in, (p, q, r, filters)]: the coarse kernel of every output parity, one small matmul
-        # (an einsum of the four factors ran as a 3.6 ms _MklEinsum per step, benchmarks/bench_profile.py).
+        # (an einsum of the four factors ran as a slow _MklEinsum every step, benchmarks/results/profile.jsonl).
         coarse = tf.matmul(tf.constant(self._coarse_taps, x.dtype), tf.reshape(kernel, [k ** 3, c_in * self.filters]))
         coarse = tf.reshape(coarse, [size, size, size, 8, c_in, self.filters])
         coarse = tf.reshape(tf.transpose(coarse, [0, 1, 2, 4, 3, 5]), [size, size, size, c_in, 8 * self.filters])
@@ -272,8 +273,8 @@ def _block(x, layer, cfg: ModelConfig, activation: str, dropout: float = 0.0):
 def _conv(cfg: ModelConfig, filters: int, strides: int = 1, transpose: bool = False, in_channels: int = 0):
     kind = Conv3DTranspose if transpose else Conv3D
     # A conv on the 1-channel input stays float32 under a mixed policy: AMX tiles need many input channels, and
-    # in bfloat16 the first layer's weight gradient took 50 ms of a 131 ms step (jit:avx512_core in float32:
-    # under 1 ms; benchmarks/bench_profile.py --precision bfloat16). Under a float32 policy nothing changes.
+    # in bfloat16 the first layer's weight gradient was the largest op of the step (benchmarks/bench_profile.py
+    # --precision bfloat16; docs/performance.rst). Under a float32 policy nothing changes.
     dtype = "float32" if in_channels == 1 else None
     # A normalization right after the conv removes any bias, so it is left out.
     return kind(filters, cfg.kernel_size, strides=strides, padding="same", use_bias=cfg.normalization == "none",

@@ -18,8 +18,8 @@ def _fixed_tuning(ds: tf.data.Dataset) -> tf.data.Dataset:
     """ds with tf.data's autotuning off (parallelism and prefetch are set explicitly here instead).
 
     Its model thread sleeps for growing intervals while training runs, and destroying the iterator at the end of
-    fit waits for it to wake: on a rank with one core, 6 s after 8 epochs of 64^3 steps and ~1 s per further
-    epoch (measured: the demo's fit took 144 s for 80 s of steps under horovodrun -np 2)."""
+    fit waits for it to wake: on a rank with one core that grew by about a second per epoch trained (the
+    demo's fit, docs/performance.rst "tf.data's autotuning off")."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)
