@@ -22,6 +22,7 @@ PAGES = {
     "evaluation": "Accuracy of trained models",
     "error_analysis": "Where a solver's error sits",
     "interpolation_floor": "How much resolution a medium needs (interpolation floor)",
+    "memory": "Peak memory: the estimates the command lines check, against measured peaks",
     "reference": "Reference solvers",
     "energy": "FEM energy loss",
     "pipeline": "Input pipeline",
@@ -131,6 +132,15 @@ def tables() -> dict:
                    f"{r['wall_seconds']:.0f}" if r.get("wall_seconds") else "-",
                    f"{r['eval_peak_gib']:.1f}" if r.get("eval_peak_gib") else "-"],
         lambda r: (r["model"], r["resolution"]))
+    out["memory"] = table(
+        "Estimated against measured peak memory of the command lines (one run each)",
+        "python benchmarks/bench_memory.py",
+        ["command", "model_dir", "N", "estimate GiB", "measured GiB", "ratio"],
+        load("memory", lambda r: (r["command"], r.get("model_dir", ""), r["resolution"])),
+        lambda r: [r["command"], r.get("model_dir", "-"), r["resolution"], f"{r['estimate_gib']:.2f}",
+                   f"{r['measured_gib']:.2f}", f"{r['ratio']:.2f}"],
+        lambda r: (r["command"], r.get("model_dir", ""), r["resolution"]))
+
     out["reference"] = table(
         "Reference AMG-CG solve and matrix-free GMG-CG (rtol 1e-10)",
         "python benchmarks/bench_reference.py --resolutions 32,64,128,256,512",

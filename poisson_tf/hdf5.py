@@ -119,6 +119,19 @@ def write_xdmf(h5_path: str, datasets: dict) -> str:
     return files.write_text(xdmf_path(h5_path), text)
 
 
+def field_shape(path: str, name: str = "nu") -> tuple:
+    """(shape, bytes per value) of one dataset of an HDF5 field file, without reading it (None when the file
+    cannot be opened or has no such dataset: read_fields then says why)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            dataset = f[name]
+            return tuple(dataset.shape), int(dataset.dtype.itemsize)
+    except (OSError, KeyError, AttributeError, TypeError):
+        return None
+
+
 def read_fields(path: str, names=("nu",)) -> tuple:
     """Reads named fields and the file attributes from an HDF5 field file.
 

@@ -100,3 +100,20 @@ def family_from_flags(num_terms: int | None = None, default=None):
         return default
     return fields.Family.of(f.family, f.eta, f.num_terms if f.num_terms is not None else num_terms,
                             sigma=f.sigma, contrast=f.contrast, threshold=f.threshold)
+
+
+def define_memory_flags() -> None:
+    """--memory_limit and --force: what the command's peak-memory estimate (poisson_tf.memory) is checked against,
+    and how to go ahead anyway."""
+    flags.DEFINE_float("memory_limit", None, "GiB this command may use (default: the smaller of the memory cgroup's "
+                       "limit, e.g. SLURM --mem, and MemAvailable); a request whose estimated peak exceeds it is "
+                       "refused before any compute.")
+    flags.DEFINE_bool("force", False, "Go ahead although the estimated peak memory exceeds what is available.")
+
+
+def check_memory(command: str, resolution: int, parts: dict, framework: bool = True) -> int:
+    """poisson_tf.memory.check with the flags of define_memory_flags; returns the estimate."""
+    from poisson_tf import memory
+
+    f = flags.FLAGS
+    return memory.check(command, resolution, parts, f.memory_limit, f.force, framework)

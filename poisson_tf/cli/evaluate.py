@@ -17,6 +17,7 @@ flags.DEFINE_string("samples", "", "HDF5 sample set to evaluate (default: the mo
                     "solver's held-out set).")
 flags.DEFINE_integer("num_samples", 0, "Evaluate only the first this many samples (0: all).")
 cli.define_family_flags("the fields --draw draws (default: the model's training family)", family_default=None)
+cli.define_memory_flags()
 flags.DEFINE_integer("batch_size", 1, "Fields per forward pass.")
 flags.DEFINE_string("reference_cache", "", "Directory of cached reference solutions (default: the run's).")
 flags.DEFINE_string("report", "", "JSON report path (default: <model_dir>/eval/report.json, for a shipped solver "
@@ -40,7 +41,7 @@ def check_task(model_dir: str):
     Raises:
       ValueError: a refused flag, or a model_dir, cache or report path that cannot serve.
     """
-    from poisson_tf import files
+    from poisson_tf import files, memory
 
     config.require(FLAGS.batch_size >= 1, "--batch_size", FLAGS.batch_size, ">= 1 (fields per forward pass)")
     config.require(FLAGS.num_samples >= 0, "--num_samples", FLAGS.num_samples, ">= 0 (0: all)")
@@ -59,6 +60,8 @@ def check_task(model_dir: str):
     path = FLAGS.report or default_report(model_dir)
     files.check_writable(path, "--report")
     files.check_writable(os.path.splitext(path)[0] + ".png", "--report's .png")
+    cli.check_memory("poisson-tf-evaluate", max(resolutions),
+                     memory.evaluation_parts(cfg.model, max(resolutions), FLAGS.batch_size))
     return opened, resolutions, cache, path
 
 

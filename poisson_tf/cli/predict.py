@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from absl import flags
@@ -20,6 +21,7 @@ flags.DEFINE_integer("draw_seed", 0, "Seed of the fields --draw draws (i.i.d. dr
 flags.DEFINE_string("output", "prediction.h5", "HDF5 file to write (nu, u); an .xdmf is written beside it.")
 flags.DEFINE_integer("batch_size", 1, "Fields per forward pass.")
 flags.DEFINE_string("export_savedmodel", None, "Also export the model as a TensorFlow SavedModel to this directory.")
+cli.define_memory_flags()
 
 
 def parse_coeffs(values) -> np.ndarray:
@@ -69,6 +71,50 @@ def load_fields(opened):
     return nu, coeffs, family
 
 
+def requested_fields(model_cfg):
+    """(fields, N, bytes per nu value) the flags ask to predict, known before any field is made or read; None
+    when the flags do not say (load_fields then explains)."""
+    from poisson_tf import hdf5
+
+    if FLAGS.input is not None:
+        found = hdf5.field_shape(FLAGS.input)
+        if found is None or len(found[0]) not in (3, 4):
+            return None
+        shape, itemsize = found
+        return (shape[0] if len(shape) == 4 else 1), shape[-1], itemsize
+    model_cfg.check_resolution(FLAGS.resolution)
+    count = FLAGS.draw if FLAGS.draw is not None else len(FLAGS.coeffs or [])
+    return (count, FLAGS.resolution, 8) if count >= 1 else None
+
+
+def fitting_batch(opened) -> int:
+    """--batch_size, or the largest smaller batch whose peak fits (said once); ValueError (memory.check's)
+    when not even one field at a time does."""
+    from poisson_tf import memory
+
+    requested = requested_fields(opened.config.model)
+    if requested is None:
+        return FLAGS.batch_size
+    count, n, itemsize = requested
+    batch = min(FLAGS.batch_size, count)
+
+    def estimate(b):
+        return memory.prediction_parts(opened.config.model, n, count, b, itemsize)
+
+    for b in range(batch, 0, -1):
+        try:
+            cli.check_memory("poisson-tf-predict", n, estimate(b))
+        except ValueError:
+            if b == 1:
+                cli.check_memory("poisson-tf-predict", n, estimate(batch))  # the refusal names the batch asked
+            continue
+        if b < batch:
+            print(f"poisson-tf-predict: --batch_size={FLAGS.batch_size} would need more memory than is available; "
+                  f"predicting {b} field(s) at a time", file=sys.stderr)
+        return b
+    return batch
+
+
 def main(argv):
     del argv
     from poisson_tf import files, hdf5, inference, modeldir, pretrained
@@ -83,12 +129,13 @@ def main(argv):
             raise ValueError(f"--export_savedmodel must be a directory, got {FLAGS.export_savedmodel!r}")
         files.check_writable(os.path.join(FLAGS.export_savedmodel, "saved_model.pb"), "--export_savedmodel")
     opened = modeldir.open_model_dir(pretrained.resolve_model_dir(FLAGS.model_dir))  # config read, files verified
+    batch_size = fitting_batch(opened)  # before any field is made: a request that cannot fit is refused here
     nu, coeffs, family = load_fields(opened)
     from poisson_tf import distributed
 
     distributed.init(intra_op_threads=0, inter_op_threads=0)
     model = inference.load_solver(opened)
-    u = inference.predict(model, nu, FLAGS.batch_size, progress=True).reshape(np.shape(nu))
+    u = inference.predict(model, nu, batch_size, progress=True).reshape(np.shape(nu))
     if not distributed.is_chief():
         return
     hdf5.write_fields(FLAGS.output, {"nu": np.asarray(nu, np.float32), "u": u}, family=family, coeffs=coeffs,

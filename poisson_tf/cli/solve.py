@@ -22,6 +22,7 @@ flags.DEFINE_enum("method", "auto", list(solvers.METHODS), "Preconditioner: amg 
 flags.DEFINE_string("warm_start", None, "A trained model_dir, or pretrained[:name] (a solver shipped with the "
                     "package): its prediction is CG's initial guess; iterations and seconds are reported next to a "
                     "solve from the zero guess at the same tolerance.")
+cli.define_memory_flags()
 
 
 def load_problem(coeffs, resolution: int, family: fields.Family, input_path: str | None, draw: int | None = None,
@@ -95,6 +96,29 @@ def solve_all(nu: np.ndarray, rtol: float, warm_start: str | None = None, method
     return np.stack(solutions).reshape(nu.shape), records
 
 
+def check_memory(coeffs, resolution: int, input_path: str | None, draw: int | None, method: str,
+                 warm_start: str | None) -> None:
+    """Refuses (memory.check, with the command's flags) a request whose estimated peak exceeds the memory
+    available, before any field is made or read; a request the flags do not make clear is left to
+    load_problem's error."""
+    from poisson_tf import memory
+
+    if input_path is not None:
+        found = hdf5.field_shape(input_path)
+        if found is None or len(found[0]) not in (3, 4):
+            return
+        count, resolution = (found[0][0] if len(found[0]) == 4 else 1), found[0][-1]
+    elif draw is not None and draw >= 1 or coeffs is not None:
+        count = draw if draw is not None else 1
+    else:
+        return
+    fields.check_resolution(resolution)
+    parts = memory.solve_parts(resolution, count, method)
+    if warm_start:  # the network's prediction of one field at a time (its architecture is not read here)
+        parts["network (warm start)"] = count * resolution ** 3 * 4
+    cli.check_memory("poisson-tf-solve", resolution, parts, framework=bool(warm_start))
+
+
 def main(argv):
     del argv
     from poisson_tf import config, files, inference, modeldir, pretrained
@@ -104,6 +128,7 @@ def main(argv):
     files.check_writable(FLAGS.output, "--output")
     files.check_writable(hdf5.xdmf_path(FLAGS.output), "--output's .xdmf")
     family = cli.family_from_flags(len(FLAGS.coeffs) if FLAGS.coeffs else None)  # --coeffs give their own terms
+    check_memory(FLAGS.coeffs, FLAGS.resolution, FLAGS.input, FLAGS.draw, FLAGS.method, FLAGS.warm_start)
     nu, coeffs, family = load_problem(FLAGS.coeffs, FLAGS.resolution, family, FLAGS.input, FLAGS.draw,
                                       FLAGS.draw_seed)
     warm_start = modeldir.open_model_dir(pretrained.resolve_model_dir(FLAGS.warm_start)) if FLAGS.warm_start else None

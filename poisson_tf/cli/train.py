@@ -49,6 +49,7 @@ flags.DEFINE_flag(flags.Flag(
 flags.DEFINE_bool("overwrite", False, "A new run replaces the run in model_dir (removes its config, checkpoints, "
                   "model, sample sets, logs and eval/; nothing else).")
 flags.DEFINE_integer("stop_after_epochs", None, "Stop after this many epochs of the cycle (resume later).")
+cli.define_memory_flags()
 
 
 def settle(given: dict, resume: str, overwrite: bool) -> tuple:
@@ -92,7 +93,8 @@ def main(argv):
         settled = distributed.chief_decides(settle, given, FLAGS.resume, FLAGS.overwrite)
     cfg_dict, resume, clear = settled
     cfg = config.TrainConfig.from_dict(cfg_dict)
-    summary = training.train(cfg, resume=resume, stop_after_epochs=FLAGS.stop_after_epochs, overwrite=clear)
+    summary = training.train(cfg, resume=resume, stop_after_epochs=FLAGS.stop_after_epochs, overwrite=clear,
+                             memory_limit=FLAGS.memory_limit, force=FLAGS.force)
     if distributed.is_chief():
         if summary["start_epoch"] >= summary["end_epoch"]:
             print(f"nothing to train: the checkpoint in {cfg.run.model_dir} already completed epoch "

@@ -12,7 +12,7 @@ import time
 import keras
 import tensorflow as tf
 
-from poisson_tf import config, distributed, files, hardware, modeldir, models, solvers
+from poisson_tf import config, distributed, files, hardware, memory, modeldir, models, solvers
 from poisson_tf.training import callbacks, checkpoint, data, rundir
 from poisson_tf.training.step import EnergyTrainer
 
@@ -96,19 +96,23 @@ def check_runtime(cfg: config.TrainConfig) -> None:
 
 
 def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
-          extra_callbacks=(), overwrite: bool = False) -> dict:
-    """Runs (or resumes) the configured multigrid training; see _train. Restores Keras' global dtype policy."""
+          extra_callbacks=(), overwrite: bool = False, memory_limit: float | None = None, force: bool = False) -> dict:
+    """Runs (or resumes) the configured multigrid training; see _train. Restores Keras' global dtype policy.
+
+    Before anything is allocated the run's estimated peak (memory.training_parts) is checked against the memory
+    this process may use (memory.available; memory_limit in GiB replaces it), and refused when it does not fit,
+    unless force."""
     if stop_after_epochs is not None:
         config.require(stop_after_epochs >= 1, "stop_after_epochs", stop_after_epochs, ">= 1 (epochs of the cycle)")
     previous = keras.mixed_precision.dtype_policy()
     try:
-        return _train(cfg, resume, stop_after_epochs, extra_callbacks, overwrite)
+        return _train(cfg, resume, stop_after_epochs, extra_callbacks, overwrite, memory_limit, force)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None, extra_callbacks,
-           overwrite: bool) -> dict:
+           overwrite: bool, memory_limit: float | None = None, force: bool = False) -> dict:
     """Runs (or resumes) the configured multigrid training; returns a summary (the same on every worker but
     fit_seconds, the wall time of this launch's fit on this worker; machine: hardware.cpu_info()).
 
@@ -126,6 +130,8 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
     distributed.init(intra_op_threads=cfg.run.threads, inter_op_threads=0 if cfg.run.threads == 0 else 1)
     plan = cfg.plan()
     check_runtime(cfg)
+    memory.check("poisson-tf-train", plan.resolutions[-1], memory.training_parts(cfg, distributed.size()),
+                 memory_limit, force)
     lock = distributed.chief_decides(rundir.claim, cfg.run.model_dir, resume, overwrite, share=False)
     try:
         return _run(cfg, plan, resume, stop_after_epochs, extra_callbacks)
