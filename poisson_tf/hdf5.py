@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from xml.sax import saxutils
 
 import numpy as np
 
@@ -78,7 +79,8 @@ def write_xdmf(h5_path: str, datasets: dict) -> str:
       datasets: name -> (shape, dtype), each [N, N, N] or [B, N, N, N]; a batch becomes a collection of
         grids, sample b selected by an HDF5 hyperslab.
     """
-    href = os.path.basename(h5_path)
+    # XML-escaped: a file or field name with &, <, > or quotes still gives a valid document
+    href = saxutils.escape(os.path.basename(h5_path), {'"': "&quot;"})
     shape = next(iter(datasets.values()))[0]
     n = shape[-1]
     h = 1.0 / (n - 1)
@@ -91,7 +93,8 @@ def write_xdmf(h5_path: str, datasets: dict) -> str:
                  '        <DataItem Dimensions="3" Format="XML">0 0 0</DataItem>',
                  f'        <DataItem Dimensions="3" Format="XML">{h!r} {h!r} {h!r}</DataItem>',
                  '      </Geometry>']
-        for field, (fshape, dtype) in datasets.items():
+        for name_, (fshape, dtype) in datasets.items():
+            field = saxutils.escape(name_, {'"': "&quot;"})
             number = _xdmf_number(dtype)
             lines.append(f'      <Attribute Name="{field}" AttributeType="Scalar" Center="Node">')
             if sample is None:

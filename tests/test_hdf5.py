@@ -109,3 +109,11 @@ def test_unreadable_or_incomplete_file_gets_a_clear_error(tmp_path, content, nam
 def test_bad_field_shape_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"must have shape \[N, N, N\]"):
         hdf5.write_fields(str(tmp_path / "x.h5"), {"nu": np.ones((3, 4, 5))})
+
+
+def test_xdmf_is_valid_xml_whatever_the_file_is_called(tmp_path):
+    path = str(tmp_path / 'a&b <"c">.h5')
+    hdf5.write_fields(path, {"nu": np.ones((3, 3, 3))})
+    root = ET.parse(hdf5.xdmf_path(path)).getroot()  # parses: the name is escaped
+    (item,) = [d for d in root.iter("DataItem") if d.get("Format") == "HDF"]
+    assert item.text.strip() == 'a&b <"c">.h5:/nu'
