@@ -23,6 +23,7 @@ PAGES = {
     "error_analysis": "Where a solver's error sits",
     "interpolation_floor": "How much resolution a medium needs (interpolation floor)",
     "memory": "Peak memory: the estimates the command lines check, against measured peaks",
+    "preemption": "Preemption: SIGTERM at random moments, then --resume=auto",
     "reference": "Reference solvers",
     "energy": "FEM energy loss",
     "pipeline": "Input pipeline",
@@ -140,6 +141,16 @@ def tables() -> dict:
         lambda r: [r["command"], r.get("model_dir", "-"), r["resolution"], f"{r['estimate_gib']:.2f}",
                    f"{r['measured_gib']:.2f}", f"{r['ratio']:.2f}"],
         lambda r: (r["command"], r.get("model_dir", ""), r["resolution"]))
+    out["preemption"] = table(
+        "SIGTERM at random moments of one tiny training, each launch resumed from the last (--deterministic)",
+        "python benchmarks/bench_preemption.py [--launcher=horovodrun]",
+        ["launcher", "stops", "within an epoch", "checkpoint + exit <= 10 s", "messages", "tracebacks",
+         "slowest exit s", "final weights = uninterrupted"],
+        load("preemption", lambda r: (r["launcher"],)),
+        lambda r: [r["launcher"], r["stops"], r["stops_within_an_epoch"], f"{r['within_10s']}/{r['stops']}",
+                   f"{r['messages']}/{r['stops']}", r["tracebacks"], f"{r['max_gone_s']:.1f}",
+                   "bit for bit" if r["bitwise_equal"] else f"no: {', '.join(r['different_variables'])}"],
+        lambda r: (r["launcher"],))
 
     out["reference"] = table(
         "Reference AMG-CG solve and matrix-free GMG-CG (rtol 1e-10)",

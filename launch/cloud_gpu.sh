@@ -12,6 +12,11 @@
 # pins its GPU by local rank (poisson_tf.distributed.init); megavoxel runs use --global_batch_size equal to the
 # number of GPUs (one sample per GPU).
 # --resume=auto: after a preemption the same command continues the run from its last checkpoint.
+# Eviction (Azure spot): Azure does not signal the processes; it posts a Preempt event in Scheduled Events about
+# 30 s before it stops the VM. AZURE_SPOT=1 polls them every 5 s (curl to the instance metadata service,
+# AZURE_EVENTS_URL) and sends SIGTERM to horovodrun on that notice: the ranks finish their step, rank 0 writes a
+# checkpoint of exactly the steps done, every rank exits 75 (docs/parallel.rst, "Preemption"). Rerun this script
+# on the new VM. A SIGTERM to this script (a shutdown, `kill`) takes the same path.
 # DRY_RUN=1 prints the exact command instead of running it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,5 +36,16 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   env | grep -E '^(NCCL_|CUDA_DEVICE_ORDER)' | sort
   printf '%q ' "${cmd[@]}"; echo
 else
+  if [ "${AZURE_SPOT:-0}" = 1 ]; then  # this shell's pid becomes horovodrun's at the exec below
+    EVENTS=${AZURE_EVENTS_URL:-http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01}
+    (launcher=$$
+     while kill -0 "$launcher" 2>/dev/null; do
+       if curl -fsS -m 2 -H Metadata:true "$EVENTS" 2>/dev/null | grep -q '"EventType": *"Preempt"'; then
+         echo "cloud_gpu.sh: Azure eviction notice: SIGTERM to horovodrun (pid $launcher)" >&2
+         kill -TERM "$launcher"; exit 0
+       fi
+       sleep "${AZURE_POLL_SECONDS:-5}"
+     done) &
+  fi
   exec "${cmd[@]}"
 fi

@@ -208,6 +208,14 @@ def average_metrics(logs: dict) -> dict:
     return out
 
 
+def largest(value: int) -> int:
+    """The largest of the workers' values, on every worker (one scalar allreduce; value itself alone): e.g. a
+    signal that reached any of them."""
+    if not _active():
+        return int(value)
+    return int(hvd.allreduce(tf.constant(int(value), tf.int32), op=hvd.Max, name="poisson_tf_largest").numpy())
+
+
 def barrier() -> None:
     """Waits for every worker."""
     if _active():

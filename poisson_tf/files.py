@@ -84,7 +84,13 @@ def atomic_path(path: str, suffix: str = ".tmp", keep_previous: str | None = Non
                                suffix=".tmp" + ("" if suffix == ".tmp" else suffix), dir=directory)
     os.close(fd)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:  # a write that failed (a full disk): named by the file it was to replace
+            if e.errno is None or e.filename not in (None, tmp):
+                raise
+            raise OSError(e.errno, f"{e.strerror} (nothing written; the previous file, if any, is intact)",
+                          path) from e
         _inject_fault(path)  # tests only: between the write and the rename, the window a crash must survive
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a shared model_dir must stay readable
         _fsync(tmp)
@@ -100,6 +106,26 @@ def atomic_path(path: str, suffix: str = ".tmp", keep_previous: str | None = Non
         for leftover in (tmp, tmp + ".prev"):
             if os.path.exists(leftover):
                 os.remove(leftover)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str) -> Iterator[list]:
+    """atomic_path for files that belong together (a report and its figure, fields and their XDMF): yields their
+    temporary paths; they are renamed onto their paths (the last first, the first one last) only when the block
+    wrote them all, so a failure (a full disk, a read-only file system) leaves every previous file as it was,
+    never a new one beside an old one."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(path, suffix=os.path.splitext(path)[1] or ".tmp")) for path in paths]
+
+
+def remove_dead_writes(*paths: str) -> list:
+    """Removes the temporary files that killed writes of these files left beside them (a predict or evaluate
+    SIGKILLed while writing its output); returns the paths removed. Call it where the writer is the only one."""
+    removed = []
+    for directory in sorted({os.path.dirname(os.path.abspath(p)) for p in paths}):
+        names = {os.path.basename(p) for p in paths if os.path.dirname(os.path.abspath(p)) == directory}
+        removed += [os.path.join(directory, name) for name in remove_temp_files(directory, targets=names)]
+    return removed
 
 
 def is_temp_file(name: str, targets=None) -> bool:
@@ -186,12 +212,32 @@ def copy_file(source: str, path: str) -> str:
 @contextlib.contextmanager
 def write_hdf5(path: str, keep_previous: str | None = None):
     """An h5py.File open for writing whose content replaces `path` only when the block succeeds (see
-    atomic_path for keep_previous)."""
+    atomic_path for keep_previous), built in memory (hdf5_in_memory)."""
+    with atomic_path(path, keep_previous=keep_previous) as tmp:
+        with hdf5_in_memory(tmp) as f:
+            yield f
+
+
+@contextlib.contextmanager
+def hdf5_in_memory(path: str):
+    """An h5py.File built in memory (HDF5's core driver) whose image is written to `path` with one plain write
+    when the block succeeds. HDF5 itself never meets a full disk: writing its file there, a full disk failed in
+    HDF5's flush and crashed the interpreter at exit (segmentation fault); a plain write fails with ENOSPC, and
+    the caller's atomic_path keeps the previous file. Costs the compressed file's size in memory, once."""
     import h5py
 
-    with atomic_path(path, keep_previous=keep_previous) as tmp:
-        with h5py.File(tmp, "w") as f:
-            yield f
+    f = h5py.File(os.path.abspath(path), "w", driver="core", backing_store=False)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    try:
+        with open(path, "wb") as out:
+            out.write(image)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from e  # a write error names no file
 
 
 def save_keras(model, path: str) -> str:

@@ -42,7 +42,12 @@ def write_fields(path: str, fields: dict, family=None, coeffs=None, xdmf: bool =
     if len(set(shapes.values())) != 1:
         raise ValueError(f"all fields must have one shape, got {shapes}")
     shape = next(iter(shapes.values()))
-    with files.write_hdf5(path) as f:
+    # the pair as one: a failed write (a full disk) leaves the previous .h5 and .xdmf, never a mix
+    with files.atomic_paths(path, *([xdmf_path(path)] if xdmf else [])) as tmps, \
+            files.hdf5_in_memory(tmps[0]) as f:
+        if xdmf:
+            with open(tmps[1], "w") as sidecar:
+                sidecar.write(xdmf_text(path, {name: (a.shape, a.dtype) for name, a in arrays.items()}))
         for name, array in arrays.items():
             f.create_dataset(name, data=array, compression="gzip", compression_opts=1, shuffle=True)
         f.attrs["resolution"] = shape[-1]
@@ -52,8 +57,6 @@ def write_fields(path: str, fields: dict, family=None, coeffs=None, xdmf: bool =
         f.attrs["coeffs"] = np.asarray([] if coeffs is None else coeffs, dtype=np.float64)
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
-    if xdmf:
-        write_xdmf(path, {name: (a.shape, a.dtype) for name, a in arrays.items()})
     return path
 
 
@@ -69,7 +72,12 @@ def _xdmf_number(dtype: np.dtype) -> str:
 
 
 def write_xdmf(h5_path: str, datasets: dict) -> str:
-    """Writes an XDMF 3 file describing the node-centred datasets of `h5_path` on the unit-cube grid.
+    """Writes xdmf_text(h5_path, datasets) to xdmf_path(h5_path) (atomically); returns that path."""
+    return files.write_text(xdmf_path(h5_path), xdmf_text(h5_path, datasets))
+
+
+def xdmf_text(h5_path: str, datasets: dict) -> str:
+    """An XDMF 3 document describing the node-centred datasets of `h5_path` on the unit-cube grid.
 
     Arrays are stored (x, y, z) in C order, so x varies slowest: ParaView, which reads a 3DCoRectMesh
     slowest-first as (Z, Y, X), shows the array's x axis as its Z axis. On the cube all spacings are equal.
@@ -117,9 +125,8 @@ def write_xdmf(h5_path: str, datasets: dict) -> str:
         body = "\n".join(['    <Grid Name="samples" GridType="Collection" CollectionType="Temporal">']
                          + [f'  <Time Value="{b}"/>\n' + grid(f"sample{b}", b) for b in range(batch)]
                          + ['    </Grid>'])
-    text = ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n  <Domain>\n'
+    return ('<?xml version="1.0" ?>\n<Xdmf Version="3.0">\n  <Domain>\n'
             f'{body}\n  </Domain>\n</Xdmf>\n')
-    return files.write_text(xdmf_path(h5_path), text)
 
 
 def field_shape(path: str, name: str = "nu") -> tuple:

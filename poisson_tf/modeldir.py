@@ -11,7 +11,9 @@ loads.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -220,3 +222,49 @@ def open_model_dir(model_dir: str) -> ModelDir:
         cfg = load_config(model_dir)
     _check_archive(path)
     return ModelDir(model_dir, cfg, recorded)
+
+
+@contextlib.contextmanager
+def reading(model_dir: str, command: str):
+    """Holds a shared lock on model_dir's LOCK_FILE while `command` reads the model (and, for evaluate, writes
+    its report there): a training holds that lock exclusively for its whole run (training.rundir.Lock), so a
+    reader and a new run (--overwrite, --resume) in one model_dir never mix: a report never sits beside a model
+    it was not computed from. Several readers may share it. Where the lock file cannot be made (a read-only
+    model_dir) no training can start either: nothing to lock.
+
+    Raises:
+      ValueError: when a training holds the lock, naming the model_dir and the holder.
+    """
+    path = os.path.join(model_dir, LOCK_FILE)
+    fd = None
+    # made beside a model a training could replace (not in a shipped solver, whose files fingerprint.json fixes)
+    make = os.path.isfile(os.path.join(model_dir, MODEL_FILE)) and not has_fingerprint(model_dir)
+    for flags_ in (os.O_RDONLY, os.O_RDWR | os.O_CREAT) if make else (os.O_RDONLY,):
+        try:
+            fd = os.open(path, flags_, 0o666)
+            break
+        except OSError:
+            continue
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"--model_dir {model_dir!r} is in use by a training ({lock_holder(path)}): its "
+                                 f"files change while it runs; {command} it when the training has finished, or a "
+                                 "copy of the model_dir") from None
+            except OSError:  # a file system without locks: nothing to hold
+                pass
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def lock_holder(path: str) -> str:
+    """What the last training to lock `path` wrote there (pid, host, since when), or "another process"."""
+    try:
+        with open(path) as f:
+            return f.read().strip() or "another process"
+    except OSError:
+        return "another process"

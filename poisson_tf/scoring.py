@@ -95,7 +95,20 @@ def format_table(report: dict) -> str:
 
 
 def save_figure(examples: dict, path: str) -> str:
-    """PNG of mid-plane (z = 1/2) slices of nu, u, u_ref and ``|u - u_ref|`` per resolution, with colorbars."""
+    """Writes figure(examples) to path (PNG, atomically); returns the path."""
+    fig = figure(examples)  # first: it selects matplotlib's Agg backend
+    import matplotlib.pyplot as plt
+
+    try:
+        files.save_png(fig, path, dpi=80)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def figure(examples: dict):
+    """A matplotlib figure of mid-plane (z = 1/2) slices of nu, u, u_ref and ``|u - u_ref|`` per resolution,
+    with colorbars (close it with matplotlib.pyplot.close)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,6 +129,4 @@ def save_figure(examples: dict, path: str) -> str:
             ax.set_ylabel("y")
             fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    files.save_png(fig, path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig

@@ -29,8 +29,8 @@ HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 def flags(model_dir, refs, **overrides) -> list:
     """The tiny deterministic run: V(16, 8, 16) with 3 epochs a visit (9 epochs of 4 steps), a checkpoint every
     epoch."""
-    return config_flags(tiny_config(model_dir, refs, cycle__epochs_per_visit=(3,), run__deterministic=True,
-                                    run__checkpoint_seconds=0, **overrides))
+    settings = dict(cycle__epochs_per_visit=(3,), run__deterministic=True, run__checkpoint_seconds=0)
+    return config_flags(tiny_config(model_dir, refs, **{**settings, **overrides}))
 
 
 def start(args, log, env=None) -> subprocess.Popen:
@@ -178,3 +178,104 @@ def test_a_failing_rank_ends_every_process_of_a_parallel_training_within_30_s(tm
         assert "Traceback" not in output and len(errors) == 1, output[-3000:]
         assert "config.json: No space left on device" in errors[0]
     print(f"{fault}: every process gone {took:.1f} s later")
+
+
+def checkpoint_state(model_dir) -> dict:
+    """The state of model_dir's newest checkpoint ({} before the first)."""
+    import json
+
+    try:
+        with h5py.File(os.path.join(model_dir, checkpoint.CHECKPOINT_FILE), "r") as f:
+            return json.loads(f.attrs["state"])
+    except (OSError, KeyError):
+        return {}
+
+
+def training_processes(run) -> list:
+    """The live processes whose command line names the run directory `run` (launchers and ranks)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if str(run) in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+STOPPED = (r"poisson-tf-train: stopped by (SIGTERM|the end of its launcher \(horovodrun\)) (in epoch \d+ after \d+ "
+           r"of its steps|after epoch \d+); the checkpoint .* holds every step trained")
+
+
+def stop(tmp_path, run_flags, run, name, when, launcher=(), send_to=None, env=None, expect_code=75) -> dict:
+    """Starts the run of run_flags in `run` (--resume=auto), waits until `when(run)` holds, sends SIGTERM (to the
+    started process, or to `send_to(process)`), and checks the exit code (expect_code; None: whatever a
+    launcher that a signal killed returns), that every process is gone and a new checkpoint was written within
+    10 s, and the message. Returns the checkpoint state the signal left."""
+    before = checkpoint_state(run)
+    process = start([*launcher, *TRAIN, *run_flags, "--resume=auto"], tmp_path / f"{name}.log", env=env)
+    wait_for(lambda: when(run), process, f"{name}: the moment to stop")
+    sent = time.monotonic()
+    (send_to(process) if send_to else process).send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    while training_processes(run):  # a launcher may end before its ranks
+        assert time.monotonic() - sent < 30, "training processes still running 30 s after the SIGTERM"
+        time.sleep(0.1)
+    took = time.monotonic() - sent
+    output = (tmp_path / f"{name}.log").read_text()
+    assert expect_code is None or code == expect_code, output[-3000:]
+    assert re.search(STOPPED, output), output[-3000:]
+    assert "Traceback" not in output
+    state = checkpoint_state(run)
+    assert state != before and took < 10, (state, took)
+    return state
+
+
+def test_sigterm_checkpoints_the_steps_done_and_the_resume_reaches_the_uninterrupted_weights(tmp_path):
+    refs, run = tmp_path / "refs", tmp_path / "run"
+    uninterrupted = start(TRAIN + flags(tmp_path / "full", refs), tmp_path / "full.log")
+    rng = random.Random(28)
+    states = []
+    # Within an epoch at a random moment, during a checkpoint write (injected 2 s in the write), at an epoch's end.
+    for name, when, env in (
+            ("random", lambda d: saved_epoch(d) >= 1 and (time.sleep(rng.uniform(0, 0.3)) or True), None),
+            ("in a checkpoint write", lambda d: bool(glob.glob(os.path.join(d, ".checkpoint.h5.*.tmp"))),
+             {files.FAULT_VARIABLE: "checkpoint.h5:sleep=2:1"}),
+            ("another", lambda d: saved_epoch(d) >= 5, None)):
+        states.append(stop(tmp_path, flags(run, refs), run, name, when, env=env))
+    assert any("partial" in s for s in states), states  # at least one stop within an epoch
+    result = run_cli("train", *flags(run, refs), "--resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "full.log").read_text()[-3000:]
+    full, resumed = stored_values(tmp_path / "full"), stored_values(run)
+    different = [name for name in full if not np.array_equal(full[name], resumed[name])]
+    assert sorted(full) == sorted(resumed) and different == [], different
+
+
+MPIRUN = ["env", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "mpirun", "-np", "2",
+          "--oversubscribe", "--bind-to", "none", "-x", "PATH"]
+
+
+@pytest.mark.skipif(not os.path.exists(HOROVODRUN), reason="Horovod is not installed")
+@pytest.mark.parametrize("target", ["horovodrun", "mpirun", "rank 1 alone"])
+def test_sigterm_to_the_launcher_or_one_rank_stops_every_rank_with_the_checkpoint(tmp_path, target):
+    refs, run = tmp_path / "refs", tmp_path / "run"
+    launcher = MPIRUN if target == "mpirun" else [HOROVODRUN, "-np", "2", "-H", "localhost:2"]
+    long_run = flags(run, refs, cycle__epochs_per_visit=(40,))  # 120 epochs: the signal comes well within it
+    # the same two ranks uninterrupted (two ranks average their halves' gradients: not one process's bits)
+    uninterrupted = subprocess.run(launcher + TRAIN + flags(tmp_path / "full", refs, cycle__epochs_per_visit=(40,)),
+                                   capture_output=True, text=True, timeout=600)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    # SIGTERM to horovodrun: the ranks see it end (callbacks.horovodrun_pid). To mpirun: it passes the signal
+    # on (and exits 1 once the ranks exit 75). To rank 1 alone: rank 0 learns of it through the per-step
+    # agreement. Every rank exits 75 after the chief's checkpoint.
+    process_of = {"horovodrun": None, "mpirun": None, "rank 1 alone": lambda p: rank_processes(p)[1]}[target]
+    state = stop(tmp_path, long_run, run, target.replace(" ", "_"), lambda d: saved_epoch(d) >= 2, launcher,
+                 send_to=process_of, expect_code=None)
+    assert state["epoch"] >= 2
+    result = subprocess.run(launcher + TRAIN + long_run + ["--resume=auto"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    full, resumed = stored_values(tmp_path / "full"), stored_values(run)
+    different = [name for name in full if not np.array_equal(full[name], resumed[name])]
+    assert different == [], different

@@ -45,3 +45,31 @@ def test_a_rotation_keeps_the_previous_version_and_the_file_is_never_absent(tmp_
     with open(path) as f, open(previous) as g:
         assert (f.read(), g.read()) == ("two", "one")
     assert sorted(os.listdir(tmp_path)) == ["state.previous.txt", "state.txt"]
+
+
+def test_remove_dead_writes_removes_the_temporary_files_of_those_outputs_only(tmp_path):
+    out, other = tmp_path / "out.h5", tmp_path / "other.h5"
+    for name in (".out.h5.abcd1234.tmp.h5", ".out.xdmf.abcd1234.tmp.xdmf", ".other.h5.abcd1234.tmp.h5", "out.h5"):
+        (tmp_path / name).write_text("x")
+    removed = files.remove_dead_writes(str(out), str(tmp_path / "out.xdmf"))
+    assert sorted(os.path.basename(p) for p in removed) == [".out.h5.abcd1234.tmp.h5", ".out.xdmf.abcd1234.tmp.xdmf"]
+    assert sorted(os.listdir(tmp_path)) == [".other.h5.abcd1234.tmp.h5", "out.h5"]
+    assert other.exists() is False
+
+
+def test_atomic_paths_replace_a_pair_only_when_both_are_written(tmp_path, monkeypatch):
+    a, b = tmp_path / "report.json", tmp_path / "report.png"
+    a.write_text("old report")
+    b.write_text("old figure")
+    monkeypatch.setenv(files.FAULT_VARIABLE, "report.png:enospc")
+    with pytest.raises(OSError, match="No space left"):
+        with files.atomic_paths(str(a), str(b)) as (ta, tb):
+            open(ta, "w").write("new report")
+            open(tb, "w").write("new figure")
+    assert (a.read_text(), b.read_text()) == ("old report", "old figure")
+    assert sorted(os.listdir(tmp_path)) == ["report.json", "report.png"]
+    monkeypatch.delenv(files.FAULT_VARIABLE)
+    with files.atomic_paths(str(a), str(b)) as (ta, tb):
+        open(ta, "w").write("new report")
+        open(tb, "w").write("new figure")
+    assert (a.read_text(), b.read_text()) == ("new report", "new figure")

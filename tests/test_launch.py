@@ -2,6 +2,7 @@
 import os
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -55,3 +56,34 @@ def test_slurm_composes_srun_pmix_or_mpirun():
                             "--resume=auto", "--threads=16", "--cycle=f"]
     assert command(dry_run("slurm_cpu.sbatch", LAUNCHER="mpirun"))[:7] == [
         "mpirun", "-np", "16", "--map-by", "ppr:8:node:PE=16", "--bind-to", "core"]
+
+
+def test_cloud_gpu_on_an_azure_eviction_notice_sends_sigterm_to_horovodrun(tmp_path):
+    # A stand-in horovodrun that records the SIGTERM it gets; Scheduled Events from a file (curl reads file://).
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "horovodrun").write_text(f"#!/usr/bin/env bash\ntrap 'echo TERM > {tmp_path}/got; exit 75' TERM\n"
+                                        f"touch {tmp_path}/started\nfor i in $(seq 600); do sleep 0.1; done\n")
+    (bin_dir / "horovodrun").chmod(0o755)
+    events = tmp_path / "events.json"
+    events.write_text('{"DocumentIncarnation": 1, "Events": []}')
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("vm-0\n")
+    process = subprocess.Popen(["bash", os.path.join(LAUNCH, "cloud_gpu.sh"), str(hostfile), "1"],
+                               stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, POISSON_TF_VENV=str(tmp_path / "venv"), AZURE_SPOT="1",
+                                        AZURE_EVENTS_URL=f"file://{events}", AZURE_POLL_SECONDS="0.2"))
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        time.sleep(1)  # polled several times: no event, no signal
+        assert process.poll() is None and not (tmp_path / "got").exists()
+        events.write_text('{"DocumentIncarnation": 2, "Events": [{"EventId": "1", "EventType": "Preempt", '
+                          '"ResourceType": "VirtualMachine", "Resources": ["vm-0"], "EventStatus": "Scheduled"}]}')
+        assert process.wait(timeout=30) == 75
+    finally:
+        process.kill()
+    assert (tmp_path / "got").read_text() == "TERM\n"
+    assert "Azure eviction notice: SIGTERM to horovodrun" in process.stderr.read()

@@ -44,7 +44,8 @@ def test_resume_and_overwrite_are_read_one_way(tmp_path):
 
 def test_one_training_holds_a_model_dir_at_a_time(tmp_path):
     lock = rundir.Lock(str(tmp_path))
-    with pytest.raises(ValueError, match=rf"in use by another training \(pid {os.getpid()} on "):
+    with pytest.raises(ValueError, match=rf"in use by another training .*\(the last training there: pid "
+                                         rf"{os.getpid()} on "):
         rundir.Lock(str(tmp_path))
     with pytest.raises(ValueError, match="in use by another training"):
         rundir.check_unlocked(str(tmp_path))
@@ -96,3 +97,26 @@ def test_output_paths_are_checked_before_anything_is_computed(tmp_path):
         with pytest.raises(ValueError, match=message):
             files.check_writable(str(path), "--output")
     assert sorted(os.listdir(tmp_path)) == ["afile"]  # nothing made, no probe left
+
+
+def test_a_reader_and_a_training_of_one_model_dir_exclude_each_other(tmp_path):
+    from poisson_tf import modeldir
+
+    (tmp_path / "model.keras").write_bytes(b"a model")
+    with modeldir.reading(str(tmp_path), "evaluate"), modeldir.reading(str(tmp_path), "predict with"):
+        # readers share it; a training (a new run, --overwrite, a resume) cannot start while they read
+        with pytest.raises(ValueError, match="in use by another training or by a poisson-tf-evaluate or -predict"):
+            rundir.Lock(str(tmp_path))
+    lock = rundir.Lock(str(tmp_path))  # the readers are done
+    with pytest.raises(ValueError, match=r"is in use by a training \(pid \d+ .*\): its files change while it "
+                                         r"runs; evaluate it when the training has finished"):
+        with modeldir.reading(str(tmp_path), "evaluate"):
+            pass
+    lock.release()
+    shipped = tmp_path / "shipped"  # a shipped solver gets no lock file (its files are fixed)
+    shipped.mkdir()
+    (shipped / "model.keras").write_bytes(b"a model")
+    (shipped / modeldir.FINGERPRINT_FILE).write_text("{}")
+    with modeldir.reading(str(shipped), "evaluate"):
+        pass
+    assert sorted(os.listdir(shipped)) == ["fingerprint.json", "model.keras"]

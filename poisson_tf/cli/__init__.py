@@ -15,6 +15,9 @@ from absl import app, flags
 
 from poisson_tf.hardware import launched
 
+#: The exit code of a training that a signal (SIGTERM, SIGINT, SIGUSR1) stopped after writing its checkpoint:
+#: EX_TEMPFAIL, "try again" - the same command with --resume=auto continues the run.
+EXIT_INTERRUPTED = 75
 #: Errors a user can cause (bad flags or files, a full disk, a diverged run): one line, no traceback.
 USER_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
 
@@ -33,6 +36,11 @@ def describe(error: BaseException) -> str:
     else:
         text = str(error) or type(error).__name__
     return " ".join(text.split())
+
+
+def leave(code: int) -> None:
+    """Ends the process with code (under a launcher at once, skipping exit handlers that could wait for ranks)."""
+    _leave(code)
 
 
 def _leave(code: int) -> None:

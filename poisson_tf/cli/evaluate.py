@@ -98,9 +98,14 @@ def load_samples(model_dir: str, trained):
 
 def main(argv):
     del argv
-    from poisson_tf import pretrained
+    from poisson_tf import modeldir, pretrained
 
     model_dir = pretrained.resolve_model_dir(FLAGS.model_dir)
+    with modeldir.reading(model_dir, "evaluate"):  # no training starts there until the report is written
+        _evaluate(model_dir)
+
+
+def _evaluate(model_dir: str) -> None:
     opened, resolutions, cache, path = check_task(model_dir)
     samples, coeffs = load_samples(model_dir, opened.config.data.field_family())
 
@@ -121,13 +126,26 @@ def main(argv):
 
 
 def _publish(report: dict, examples: dict, path: str) -> None:
-    """Writes the JSON report and the figure beside it, and prints the table (the chief's part)."""
+    """Writes the JSON report and the figure beside it, as a pair (a failed write leaves the previous pair), and
+    prints the table (the chief's part)."""
+    import json
+
     from poisson_tf import files, scoring
 
-    files.write_json(path, report, indent=2)
-    figure = scoring.save_figure(examples, os.path.splitext(path)[0] + ".png")
+    png = os.path.splitext(path)[0] + ".png"
+    fig = scoring.figure(examples)  # first: it selects matplotlib's Agg backend
+    import matplotlib.pyplot as plt
+
+    files.remove_dead_writes(path, png)  # a killed evaluate's temporary files
+    try:
+        with files.atomic_paths(path, png) as (tmp_json, tmp_png):
+            with open(tmp_json, "w") as f:
+                json.dump(report, f, indent=2)
+            fig.savefig(tmp_png, dpi=80)
+    finally:
+        plt.close(fig)
     print(scoring.format_table(report))
-    print(f"wrote {path} and {figure}")
+    print(f"wrote {path} and {png}")
 
 
 def run():

@@ -128,16 +128,19 @@ def main(argv):
                                            and not os.path.isdir(FLAGS.export_savedmodel)):
             raise ValueError(f"--export_savedmodel must be a directory, got {FLAGS.export_savedmodel!r}")
         files.check_writable(os.path.join(FLAGS.export_savedmodel, "saved_model.pb"), "--export_savedmodel")
-    opened = modeldir.open_model_dir(pretrained.resolve_model_dir(FLAGS.model_dir))  # config read, files verified
-    batch_size = fitting_batch(opened)  # before any field is made: a request that cannot fit is refused here
-    nu, coeffs, family = load_fields(opened)
-    from poisson_tf import distributed
+    model_dir = pretrained.resolve_model_dir(FLAGS.model_dir)
+    with modeldir.reading(model_dir, "predict with"):  # config and weights of one model: no training starts
+        opened = modeldir.open_model_dir(model_dir)  # config read, files verified
+        batch_size = fitting_batch(opened)  # before any field is made: a request that cannot fit is refused here
+        nu, coeffs, family = load_fields(opened)
+        from poisson_tf import distributed
 
-    distributed.init(intra_op_threads=0, inter_op_threads=0)
-    model = inference.load_solver(opened)
+        distributed.init(intra_op_threads=0, inter_op_threads=0)
+        model = inference.load_solver(opened)
     u = inference.predict(model, nu, batch_size, progress=True).reshape(np.shape(nu))
     if not distributed.is_chief():
         return
+    files.remove_dead_writes(FLAGS.output, hdf5.xdmf_path(FLAGS.output))  # a killed predict's temporary files
     hdf5.write_fields(FLAGS.output, {"nu": np.asarray(nu, np.float32), "u": u}, family=family, coeffs=coeffs,
                       attrs={"model_dir": os.path.abspath(opened.path)})
     print(f"wrote {FLAGS.output} and {hdf5.xdmf_path(FLAGS.output)} ({u.shape})")

@@ -5,6 +5,7 @@ The defaults are the embedded demo: single-level training at 64^3 with the `smal
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import flags
 
@@ -104,6 +105,15 @@ def main(argv):
             print(f"validation rel_l2 at {n}^3: {100 * means['rel_l2']:.2f}% ({cfg.data.num_val} samples vs the AMG "
                   "reference)")
         print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "validation_by_resolution")}))
+    if "interrupted" in summary:  # every worker: the same distinct exit code, after the chief's checkpoint
+        stop = summary["interrupted"]
+        if distributed.is_chief():
+            where = (f"in epoch {stop['epoch']} after {stop['steps_in_epoch']} of its steps" if stop["steps_in_epoch"]
+                     else f"after epoch {stop['epoch'] - 1}")
+            print(f"poisson-tf-train: stopped by {stop['reason']} {where}; the checkpoint in {cfg.run.model_dir} "
+                  f"holds every step trained: the same command with --resume=auto continues (exit code "
+                  f"{cli.EXIT_INTERRUPTED})", file=sys.stderr, flush=True)
+        cli.leave(cli.EXIT_INTERRUPTED)
 
 
 def run():

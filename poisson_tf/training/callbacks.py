@@ -2,6 +2,8 @@
 checkpoints."""
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import keras
@@ -16,10 +18,17 @@ class BroadcastCallback(keras.callbacks.Callback):
     """At the start of fit, copies rank 0's network weights and optimizer state to every worker, then gives
     every worker its own dropout stream (seed_per_rank)."""
 
+    def __init__(self):
+        super().__init__()
+        self._done = False
+
     def on_train_begin(self, logs=None):
+        if self._done:  # a second fit of the same run (an epoch resumed within it): the workers are in step
+            return
         network = getattr(self.model, "network", self.model)
         distributed.broadcast_model(network, self.model.optimizer)
         distributed.seed_per_rank(network)  # Horovod: identical weights, different dropout masks
+        self._done = True
 
 
 class MultigridCallback(keras.callbacks.Callback):
@@ -247,3 +256,164 @@ class CheckpointCallback(keras.callbacks.Callback):
     def _save(self):
         self.checkpointer.save(self.network, self.model.optimizer, self._pending)
         self._last_save, self._pending = time.monotonic(), None
+
+    def save_now(self) -> None:
+        """Saves the last epoch trained unless it is saved already (a stop at an epoch's end)."""
+        if self._pending is not None:
+            self._save()
+
+    def save_within_epoch(self, epoch: int, steps_in_epoch: int) -> None:
+        """Saves the state after steps_in_epoch steps of epoch (a stop within it): "epoch" stays the last
+        complete one, and "partial" says where a resume continues (training.data's start_step)."""
+        self._pending = {"epoch": epoch - 1, "visit": self.plan.visit_of_epoch()[epoch],
+                         "partial": {"epoch": epoch, "steps": int(steps_in_epoch)},
+                         "step": int(self.model.optimizer.iterations.numpy()), "energy": None}
+        self._save()
+
+
+#: The signals that end a training with a checkpoint: SLURM's time limit and preemption (TERM, and USR1 with
+#: --signal), a cloud VM's eviction notice, a ^C.
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+#: What a rank reports when the horovodrun that started it ended (not a signal number: those are below 65).
+LAUNCHER_ENDED = 100
+
+
+def stop_reason(code: int) -> str:
+    """The words for a stop code: a signal's name, or the end of the launcher."""
+    import signal
+
+    return "the end of its launcher (horovodrun)" if code == LAUNCHER_ENDED else signal.Signals(code).name
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after its checkpoint was written: where (epoch, steps into it) and why."""
+
+    def __init__(self, reason: str, epoch: int, steps_in_epoch: int):
+        super().__init__(f"stopped by {reason} in epoch {epoch} after {steps_in_epoch} of its steps")
+        self.reason, self.epoch, self.steps_in_epoch = reason, epoch, steps_in_epoch
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
+def horovodrun_pid() -> int | None:
+    """The pid of the horovodrun that started this rank through mpirun, or None.
+
+    horovodrun execs `/bin/sh -c "mpirun ..."`, and that shell neither passes a SIGTERM on to mpirun nor
+    takes mpirun with it: the ranks would train on. So a rank watches it (SignalListener) and stops as if
+    signalled when it ends. Found as the parent of this rank's parent when that is such a shell (Linux /proc)."""
+    try:
+        launcher = _parent(os.getppid())
+        with open(f"/proc/{launcher}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    shell = len(args) >= 3 and os.path.basename(args[0]) in (b"sh", b"dash", b"bash") and args[1] == b"-c"
+    return launcher if shell and args[2].lstrip().startswith(b"mpirun ") else None
+
+
+class SignalListener:
+    """While active (a context manager), STOP_SIGNALS set `received` (the first one's number) instead of ending
+    the process; a second one gets the signal's default action (the last complete checkpoint is intact: every
+    write is atomic). Under horovodrun with MPI it also sets LAUNCHER_ENDED when horovodrun ends (checked every
+    `poll_seconds` by a daemon thread). Only the main thread may install handlers; elsewhere it listens to
+    nothing."""
+
+    def __init__(self, poll_seconds: float = 0.5):
+        self.received = 0
+        self.poll_seconds = poll_seconds
+        self._previous = {}
+        self._watching = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._handle)
+        launcher = horovodrun_pid()
+        if launcher is not None:
+            self._watching = threading.Event()
+            threading.Thread(target=self._watch, args=(launcher, self._watching), daemon=True,
+                             name="poisson_tf-launcher-watch").start()
+        return self
+
+    def _watch(self, launcher: int, active) -> None:
+        mpirun = os.getppid()
+        while not active.wait(self.poll_seconds):
+            try:
+                alive = _parent(mpirun) == launcher
+            except (OSError, ValueError, IndexError):
+                alive = False
+            if not alive:
+                if not self.received:
+                    self.received = LAUNCHER_ENDED
+                    print(f"poisson-tf-train: horovodrun (pid {launcher}) ended: stopping after the current step, "
+                          "with a checkpoint", file=sys.stderr, flush=True)
+                return
+
+    def _handle(self, number, frame):
+        import signal
+
+        if not self.received:
+            self.received = int(number)
+            print(f"poisson-tf-train: {stop_reason(number)} received: stopping after the current step, with a "
+                  "checkpoint", file=sys.stderr, flush=True)
+        else:  # a second signal: now
+            signal.signal(number, signal.SIG_DFL)
+            signal.raise_signal(number)
+
+    def __exit__(self, *exc):
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+        if self._watching is not None:
+            self._watching.set()
+            self._watching = None
+        return False
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ends training cleanly when a STOP_SIGNALS signal reached any worker (the listener's code, agreed by one
+    scalar allreduce after every call of the train function): the chief writes a checkpoint of exactly the steps
+    done (checkpoint_cb.save_within_epoch, or at an epoch's end the epoch's own), then every worker raises
+    Interrupted. Last in the callback list: an epoch's end is seen after its validation and checkpoint."""
+
+    def __init__(self, listener: SignalListener, checkpoint_cb: CheckpointCallback, end_epoch: int,
+                 first_epoch: int = 0, steps_done: int = 0):
+        super().__init__()
+        self.listener, self.checkpoint_cb, self.end_epoch = listener, checkpoint_cb, end_epoch
+        self.first_epoch, self.steps_done = first_epoch, steps_done  # a fit that resumes within first_epoch
+        self._epoch, self._offset = first_epoch, steps_done
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._offset = epoch, (self.steps_done if epoch == self.first_epoch else 0)
+
+    def _stop_requested(self) -> str | None:
+        code = distributed.largest(self.listener.received)  # Horovod: every worker decides alike
+        return stop_reason(code) if code else None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.params.get("steps"):
+            return  # an epoch's last step: on_epoch_end acts, after the epoch's validation and checkpoint
+        reason = self._stop_requested()
+        if reason is not None:
+            steps = self._offset + batch + 1
+            distributed.on_chief(self.checkpoint_cb.save_within_epoch, self._epoch, steps)
+            distributed.barrier()  # Horovod: no worker leaves before the chief's checkpoint is on disk
+            raise Interrupted(reason, self._epoch, steps)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.end_epoch:
+            return  # the last epoch of this launch: it ends by itself
+        reason = self._stop_requested()
+        if reason is not None:
+            distributed.on_chief(self.checkpoint_cb.save_now)
+            distributed.barrier()
+            raise Interrupted(reason, epoch + 1, 0)

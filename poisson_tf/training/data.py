@@ -185,7 +185,7 @@ def build_dataset(coeffs: np.ndarray, resolution: int, global_batch_size: int, f
 
 def multigrid_dataset(plan, coeffs: np.ndarray, family: fields.Family | None = None, seed: int = 0, rank: int = 0,
                       size: int = 1, start_epoch: int = 0, cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
-                      coarse_nu: str = "sample"):
+                      coarse_nu: str = "sample", start_step: int = 0):
     """The whole cycle as one pipeline: every step draws its batch from the level the plan gives its epoch.
 
     One endless pipeline per level (build_dataset, with the level's batch and its first num_samples samples); a
@@ -197,6 +197,8 @@ def multigrid_dataset(plan, coeffs: np.ndarray, family: fields.Family | None = N
       plan: a compiled cycles.EpochPlan (config.TrainConfig.plan()).
       coeffs: the training samples, at least as many as any level uses.
       start_epoch: the first epoch of the plan to produce (0, or the epoch after a checkpoint).
+      start_step: steps of start_epoch already trained (a checkpoint written within an epoch): the pipeline
+        begins with the next one.
       cache_budget_bytes: shared by the levels, finest first.
       family: the diffusivity family of the coefficients (fields.Family() by default).
       coarse_nu: "sample" (the family's field at each level's nodes), or "restrict" / "harmonic" (the finest
@@ -212,7 +214,9 @@ def multigrid_dataset(plan, coeffs: np.ndarray, family: fields.Family | None = N
         level = plan.level(resolution)
         source = resolutions[-1] if coarse_nu != "sample" else None
         ds, _ = build_dataset(coeffs[:level.num_samples], resolution, level.global_batch_size, family, seed + index,
-                              rank, size, plan.steps_at(resolution, start_epoch), cache_budget_bytes=budget,
+                              rank, size, plan.steps_at(resolution, start_epoch)
+                              + (start_step if plan.epoch_resolutions()[start_epoch] == resolution else 0),
+                              cache_budget_bytes=budget,
                               source_resolution=source, coarse_nu=coarse_nu)
         need = cache_bytes(level.num_samples, resolution)
         if need <= budget:  # the same test build_dataset made: this level was cached
@@ -220,6 +224,6 @@ def multigrid_dataset(plan, coeffs: np.ndarray, family: fields.Family | None = N
         datasets.insert(0, ds)
     per_epoch = plan.epoch_resolutions()[start_epoch:]
     choices = np.repeat(np.array([resolutions.index(r) for r in per_epoch], np.int64), plan.steps_per_epoch)
-    choice = tf.data.Dataset.from_tensor_slices(choices)
+    choice = tf.data.Dataset.from_tensor_slices(choices[start_step:])
     ds = tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True)
     return _fixed_tuning(ds), plan.steps_per_epoch

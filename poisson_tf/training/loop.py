@@ -149,24 +149,34 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
                                                cfg.data.sampling, cfg.data.seed)
     network, energy_trainer = _build_model(cfg)
     checkpointer = checkpoint.Checkpointer(cfg.run.model_dir, cfg.fingerprint())
-    start_epoch = 0
+    start_epoch, steps_done = 0, 0
     if resume:  # Horovod: rank 0 restores (workers need no shared file system), BroadcastCallback copies the state
-        start_epoch = distributed.chief_decides(checkpointer.restore, network, energy_trainer.optimizer)["epoch"] + 1
+        state = distributed.chief_decides(checkpointer.restore, network, energy_trainer.optimizer)
+        start_epoch = state["epoch"] + 1
+        steps_done = state.get("partial", {}).get("steps", 0)  # a checkpoint written within start_epoch
     distributed.on_chief(_save_inputs, cfg, train_set, val_set)  # only now: a refused resume changed nothing
     end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
-    cycle_cb, validation_cb, cbs = _build_callbacks(cfg, plan, network, val_set, checkpointer, extra_callbacks)
+    listener = callbacks.SignalListener()
+    cycle_cb, validation_cb, cbs = _build_callbacks(cfg, plan, network, val_set, checkpointer, extra_callbacks,
+                                                    listener, end_epoch, start_epoch, steps_done)
 
     summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size(),
                "machine": hardware.cpu_info()}
     if start_epoch < end_epoch:
         start = time.perf_counter()
-        summary["history"] = _fit(cfg, plan, energy_trainer, train_set, start_epoch, end_epoch, cbs)
+        with listener:
+            try:
+                summary["history"] = _fit(cfg, plan, energy_trainer, train_set, start_epoch, steps_done, end_epoch,
+                                          cbs)
+            except callbacks.Interrupted as stop:  # the checkpoint is written: a resume continues from it
+                summary["interrupted"] = {"reason": stop.reason, "epoch": stop.epoch,
+                                          "steps_in_epoch": stop.steps_in_epoch}
         summary["fit_seconds"] = time.perf_counter() - start  # this launch's epochs, validation included
     results = validation_cb.history[-1][1] if validation_cb.history else {}  # {resolution: {metric: value}}
     summary.update(trained_resolutions=[r for _, r in cycle_cb.recorded], validation=callbacks.log_keys(results),
                    validation_by_resolution=results)
-    if start_epoch < end_epoch and end_epoch == plan.num_epochs:  # resuming a finished run rewrites neither
-        distributed.on_chief(_save_results, cfg.run.model_dir, network, summary)
+    if start_epoch < end_epoch and end_epoch == plan.num_epochs and "interrupted" not in summary:
+        distributed.on_chief(_save_results, cfg.run.model_dir, network, summary)  # resuming a finished run: not
     return summary
 
 
@@ -193,12 +203,14 @@ def _build_model(cfg: config.TrainConfig):
     return network, energy_trainer
 
 
-def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpointer, extra_callbacks):
+def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpointer, extra_callbacks, listener,
+                     end_epoch: int, start_epoch: int = 0, steps_done: int = 0):
     """The callback list in the order it must run, and the cycle and validation callbacks (their records)."""
     validator = callbacks.Validator(network, val_set.family, val_set.coeffs,
                                     cfg.run.val_resolutions or plan.resolutions,
                                     solvers.ReferenceStore(cfg.run.reference_cache))
     cycle_cb = callbacks.MultigridCallback(plan)
+    checkpoint_cb = callbacks.CheckpointCallback(checkpointer, network, plan, cfg.run.checkpoint_seconds)
     validation_cb = callbacks.ValidationCallback(validator, plan, cfg.run.validate_every)
     hparams = {"preset": cfg.preset, "cycle": cfg.cycle.cycle, "precision": cfg.optim.precision,
                "levels": str(plan.resolutions), "global_batch_size": cfg.optim.global_batch_size,
@@ -217,20 +229,36 @@ def _build_callbacks(cfg: config.TrainConfig, plan, network, val_set, checkpoint
         callbacks.TensorBoardLogger(os.path.join(cfg.run.model_dir, modeldir.LOGS_DIR), plan, hparams, validator),
         # Checkpoint last: an epoch is saved only after it was checked against the plan and validated, so a
         # diverged run stops before it overwrites the last good checkpoint.
-        callbacks.CheckpointCallback(checkpointer, network, plan, cfg.run.checkpoint_seconds),
+        checkpoint_cb,
+        # After the checkpoint: a signal is acted on once the epoch's validation and checkpoint are done (or
+        # within an epoch, after the current step), with a checkpoint of exactly the steps trained.
+        callbacks.StopOnSignal(listener, checkpoint_cb, end_epoch, start_epoch, steps_done),
         *extra_callbacks,
     ]
     return cycle_cb, validation_cb, cbs
 
 
-def _fit(cfg: config.TrainConfig, plan, energy_trainer, train_set, start_epoch: int, end_epoch: int, cbs) -> dict:
-    """Trains epochs [start_epoch, end_epoch) of the plan from one pipeline of the whole cycle; returns the history."""
-    dataset, steps = data.multigrid_dataset(
-        plan, train_set.coeffs, train_set.family, cfg.run.seed, distributed.rank(), distributed.size(), start_epoch,
-        cfg.data.cache_budget_mb * 1024 ** 2, cfg.data.coarse_nu)
-    history = energy_trainer.fit(dataset, epochs=end_epoch, initial_epoch=start_epoch, steps_per_epoch=steps,
-                                 shuffle=False, verbose=cfg.run.verbose if distributed.is_chief() else 0, callbacks=cbs)
-    return {k: [float(x) for x in v] for k, v in history.history.items()}
+def _fit(cfg: config.TrainConfig, plan, energy_trainer, train_set, start_epoch: int, steps_done: int,
+         end_epoch: int, cbs) -> dict:
+    """Trains epochs [start_epoch, end_epoch) of the plan from one pipeline of the whole cycle, the first one
+    without its steps_done steps (a checkpoint written within it); returns the history.
+
+    Keras counts an epoch's steps from its start, so an epoch resumed within it is a fit of its remaining steps
+    alone, followed by one fit of the whole epochs after it, each from its own pipeline."""
+    history = {}
+    for first, steps_skipped, last in ((start_epoch, steps_done, start_epoch + 1), (start_epoch + 1, 0, end_epoch)) \
+            if steps_done else ((start_epoch, 0, end_epoch),):
+        if first >= last:
+            continue
+        dataset, steps = data.multigrid_dataset(
+            plan, train_set.coeffs, train_set.family, cfg.run.seed, distributed.rank(), distributed.size(), first,
+            cfg.data.cache_budget_mb * 1024 ** 2, cfg.data.coarse_nu, start_step=steps_skipped)
+        fitted = energy_trainer.fit(dataset, epochs=last, initial_epoch=first, steps_per_epoch=steps - steps_skipped,
+                                    shuffle=False, verbose=cfg.run.verbose if distributed.is_chief() else 0,
+                                    callbacks=cbs)
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(x) for x in values)
+    return history
 
 
 def _save_results(model_dir: str, network, summary: dict) -> None:

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 
-from poisson_tf import files
+from poisson_tf import files, modeldir
 from poisson_tf.modeldir import CHECKPOINT_FILES, LOCK_FILE, MODEL_FILE, RUN_DIRS, RUN_FILES
 
 RESUME_MODES = ("false", "true", "auto")
@@ -103,13 +103,9 @@ class Lock:
 
 
 def _in_use(model_dir: str, lock_path: str) -> str:
-    try:
-        with open(lock_path) as f:
-            holder = f.read().strip() or "another process"
-    except OSError:
-        holder = "another process"
-    return (f"--model_dir {model_dir!r} is in use by another training ({holder}); wait for it to finish, or use "
-            "another --model_dir")
+    return (f"--model_dir {model_dir!r} is in use by another training or by a poisson-tf-evaluate or -predict "
+            f"reading it (the last training there: {modeldir.lock_holder(lock_path)}); wait for it to finish, or "
+            "use another --model_dir")
 
 
 def check_unlocked(model_dir: str) -> None:
