@@ -279,3 +279,19 @@ def test_sigterm_to_the_launcher_or_one_rank_stops_every_rank_with_the_checkpoin
     full, resumed = stored_values(tmp_path / "full"), stored_values(run)
     different = [name for name in full if not np.array_equal(full[name], resumed[name])]
     assert different == [], different
+
+
+def test_a_deterministic_resume_with_another_thread_count_is_refused_by_name(tmp_path):
+    refs, run = tmp_path / "refs", tmp_path / "run"
+    result = run_cli("train", *flags(run, refs), "--stop_after_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint_state(run)["threads"] == 1  # the thread count the weights depend on, recorded
+    before = {name: (run / name).read_bytes() for name in ("checkpoint.h5", "config.json")}
+    refused = run_cli("train", *flags(run, refs), "--resume=auto", "--threads=2")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    errors = error_lines(refused.stderr, "poisson-tf-train")
+    assert len(errors) == 1 and re.search(r"holds a --deterministic run trained with 1 TensorFlow threads per "
+                                          r"worker, this launch has 2: .* give --threads=1", errors[0]), errors
+    assert {name: (run / name).read_bytes() for name in before} == before  # a refused resume changed nothing
+    resumed = run_cli("train", *flags(run, refs), "--resume=auto", "--threads=1")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]

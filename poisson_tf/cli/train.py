@@ -72,7 +72,9 @@ def settle(given: dict, resume: str, overwrite: bool) -> tuple:
     rundir.check_unlocked(model_dir)
     cfg = config.override(given, modeldir.load_config(model_dir) if resume_run else None)
     if resume_run:
-        checkpoint.Checkpointer(model_dir, cfg.fingerprint()).load()  # refused now, not after TensorFlow loads
+        state = checkpoint.Checkpointer(model_dir, cfg.fingerprint()).load()[1]  # refused now, before TensorFlow
+        if cfg.run.deterministic and cfg.run.threads:  # an explicit count (0, the rank's share, is checked later)
+            checkpoint.check_threads(model_dir, state, cfg.run.threads)
     return cfg.to_dict(), resume_run, clear
 
 

@@ -45,6 +45,21 @@ def _incompatibility(path: str, saved: dict, current: dict) -> str:
             f"with --overwrite or another --model_dir")
 
 
+def check_threads(model_dir: str, state: dict, threads: int) -> None:
+    """Refuses to resume a --deterministic run with another intra-op thread count than its checkpoint records:
+    TensorFlow's CPU kernels split their reductions by it, so the resumed run would not reproduce the
+    uninterrupted one (on a tiny run 18 of 21 variables differed between 1 and 2 threads).
+
+    Raises:
+      ValueError: naming the model_dir, both thread counts and the flag that restores reproduction.
+    """
+    recorded = state.get("threads")
+    if recorded is not None and int(recorded) != int(threads):
+        raise ValueError(f"--model_dir {model_dir!r} holds a --deterministic run trained with {recorded} "
+                         f"TensorFlow threads per worker, this launch has {threads}: its weights depend on the "
+                         f"thread count, so this resume would not reproduce the run; give --threads={recorded}")
+
+
 class Checkpointer:
     """Writes (chief only, by construction) and restores the checkpoints of one model_dir.
 
@@ -53,8 +68,9 @@ class Checkpointer:
     Keras' seed-generator states (dropout RNG).
     """
 
-    def __init__(self, model_dir: str, fingerprint: dict):
+    def __init__(self, model_dir: str, fingerprint: dict, threads: int | None = None):
         self.model_dir = model_dir
+        self.threads = threads  # a --deterministic run's intra-op threads per worker: its results depend on them
         self.path = os.path.join(model_dir, CHECKPOINT_FILE)
         self.previous_path = os.path.join(model_dir, PREVIOUS_CHECKPOINT_FILE)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
@@ -66,6 +82,8 @@ class Checkpointer:
         """Writes the checkpoint on the chief; a no-op on other workers."""
         from poisson_tf import distributed
 
+        if self.threads is not None:
+            state = {**state, "threads": int(self.threads)}
         distributed.on_chief(self._write, network, optimizer, state)
 
     def _write(self, network, optimizer, state: dict) -> None:

@@ -148,10 +148,14 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
     train_set, val_set = data.make_sample_sets(cfg.num_train_samples, cfg.data.num_val, cfg.data.field_family(),
                                                cfg.data.sampling, cfg.data.seed)
     network, energy_trainer = _build_model(cfg)
-    checkpointer = checkpoint.Checkpointer(cfg.run.model_dir, cfg.fingerprint())
+    threads = tf.config.threading.get_intra_op_parallelism_threads()  # --threads resolved (0: this rank's share)
+    checkpointer = checkpoint.Checkpointer(cfg.run.model_dir, cfg.fingerprint(),
+                                           threads if cfg.run.deterministic else None)
     start_epoch, steps_done = 0, 0
     if resume:  # Horovod: rank 0 restores (workers need no shared file system), BroadcastCallback copies the state
         state = distributed.chief_decides(checkpointer.restore, network, energy_trainer.optimizer)
+        if cfg.run.deterministic:  # every worker has the chief's state: all refuse alike
+            checkpoint.check_threads(cfg.run.model_dir, state, threads)
         start_epoch = state["epoch"] + 1
         steps_done = state.get("partial", {}).get("steps", 0)  # a checkpoint written within start_epoch
     distributed.on_chief(_save_inputs, cfg, train_set, val_set)  # only now: a refused resume changed nothing
