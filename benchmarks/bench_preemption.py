@@ -13,7 +13,6 @@ equal those of the same run uninterrupted, bit for bit (--deterministic).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -23,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 
 import h5py
 import numpy as np
 
 import _common
+from poisson_tf.training import checkpoint
 
 TRAIN = [sys.executable, "-m", "poisson_tf.train"]
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
@@ -47,18 +46,6 @@ def state(model_dir: str) -> dict:
             return json.loads(f.attrs["state"])
     except (OSError, KeyError):
         return {}
-
-
-def values(model_dir: str) -> dict:
-    out = {}
-    with h5py.File(os.path.join(model_dir, "checkpoint.h5"), "r") as f:
-        for group in ("network", "optimizer"):
-            out.update({f"checkpoint/{group}/{k}": f[group][k][()] for k in f[group]})
-    with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
-        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as f:
-            f.visititems(lambda name, item: out.__setitem__(f"model/{name}", item[()])
-                         if isinstance(item, h5py.Dataset) else None)
-    return out
 
 
 def alive(model_dir: str) -> bool:
@@ -119,7 +106,7 @@ def main() -> None:
         done = subprocess.run(launcher + TRAIN + run_flags(run, refs, args.epochs_per_visit) + ["--resume=auto"],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
-        a, b = values(full), values(run)
+        a, b = checkpoint.stored_values(full), checkpoint.stored_values(run)
         different = sorted(name for name in a if name not in b or not np.array_equal(a[name], b[name]))
         record = {"launcher": " ".join(os.path.basename(x) for x in launcher) or "single process",
                   "stops": len(stops), "within_10s": sum(s["within_10s"] for s in stops),

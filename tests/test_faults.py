@@ -60,20 +60,7 @@ def wait_for(condition, process, what: str, timeout: float = 300):
         time.sleep(0.02)
 
 
-def stored_values(model_dir) -> dict:
-    """Every variable of the newest checkpoint and of model.keras: {name: array}."""
-    import io
-    import zipfile
-
-    out = {}
-    with h5py.File(os.path.join(model_dir, checkpoint.CHECKPOINT_FILE), "r") as f:
-        for group in ("network", "optimizer"):
-            out.update({f"checkpoint/{group}/{k}": f[group][k][()] for k in f[group]})
-    with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
-        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as f:
-            f.visititems(lambda name, item: out.__setitem__(f"model/{name}", item[()])
-                         if isinstance(item, h5py.Dataset) else None)
-    return out
+stored_values = checkpoint.stored_values
 
 
 def test_killed_and_resumed_training_reaches_the_uninterrupted_weights_bit_for_bit(tmp_path):

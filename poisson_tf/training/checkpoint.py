@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from poisson_tf import config, files
-from poisson_tf.modeldir import CHECKPOINT_FILE, CHECKPOINT_FILES, PREVIOUS_CHECKPOINT_FILE
+from poisson_tf.modeldir import CHECKPOINT_FILE, CHECKPOINT_FILES, MODEL_FILE, PREVIOUS_CHECKPOINT_FILE
 FORMAT_VERSION = 2
 _GROUPS = ("network", "optimizer")
 
@@ -58,6 +58,25 @@ def check_threads(model_dir: str, state: dict, threads: int) -> None:
         raise ValueError(f"--model_dir {model_dir!r} holds a --deterministic run trained with {recorded} "
                          f"TensorFlow threads per worker, this launch has {threads}: its weights depend on the "
                          f"thread count, so this resume would not reproduce the run; give --threads={recorded}")
+
+
+def stored_values(model_dir: str) -> dict:
+    """Every value a finished run stored: the newest checkpoint's network and optimizer variables and the
+    weights in model.keras, {name: array} (to compare two runs bit for bit: the fault tests, bench_preemption)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    out = {}
+    with h5py.File(os.path.join(model_dir, CHECKPOINT_FILE), "r") as f:
+        for group in _GROUPS:
+            out.update({f"checkpoint/{group}/{k}": f[group][k][()] for k in f[group]})
+    with zipfile.ZipFile(os.path.join(model_dir, MODEL_FILE)) as archive:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as f:
+            f.visititems(lambda name, item: out.__setitem__(f"model/{name}", item[()])
+                         if isinstance(item, h5py.Dataset) else None)
+    return out
 
 
 class Checkpointer:
