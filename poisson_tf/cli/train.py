@@ -53,7 +53,7 @@ flags.DEFINE_integer("stop_after_epochs", None, "Stop after this many epochs of 
 cli.define_memory_flags()
 
 
-def settle(given: dict, resume: str, overwrite: bool) -> tuple:
+def settle(given: dict, resume: str, overwrite: bool, stop_after_epochs: int | None = None) -> tuple:
     """What this launch does, decided from model_dir before anything is written (and before TensorFlow loads).
 
     Args:
@@ -62,7 +62,8 @@ def settle(given: dict, resume: str, overwrite: bool) -> tuple:
 
     Returns:
       (the configuration as a dict: the saved one with `given` applied when resuming, else the defaults with
-      `given`; resume: bool; clear: whether a new run removes the previous run's files).
+      `given`; resume: bool; clear: whether a new run removes the previous run's files; done: None, or for a
+      resume with nothing left to train (epochs done, epochs to do)).
 
     Raises:
       ValueError: a refused value or model_dir, a model_dir in use, or a checkpoint that cannot be resumed.
@@ -71,11 +72,20 @@ def settle(given: dict, resume: str, overwrite: bool) -> tuple:
     resume_run, clear = rundir.decide(model_dir, resume, overwrite)
     rundir.check_unlocked(model_dir)
     cfg = config.override(given, modeldir.load_config(model_dir) if resume_run else None)
+    done = None
     if resume_run:
         state = checkpoint.Checkpointer(model_dir, cfg.fingerprint()).load()[1]  # refused now, before TensorFlow
         if cfg.run.deterministic and cfg.run.threads:  # an explicit count (0, the rank's share, is checked later)
             checkpoint.check_threads(model_dir, state, cfg.run.threads)
-    return cfg.to_dict(), resume_run, clear
+        end = cfg.plan().num_epochs if stop_after_epochs is None else min(cfg.plan().num_epochs, stop_after_epochs)
+        if "partial" not in state and state["epoch"] + 1 >= end:
+            done = (state["epoch"] + 1, end)  # nothing to train: the launch ends before it claims model_dir
+    return cfg.to_dict(), resume_run, clear, done
+
+
+def _nothing_to_train(model_dir: str, done: int, end: int) -> None:
+    print(f"nothing to train: the checkpoint in {model_dir} already completed epoch {done} of {end}; evaluate it "
+          f"with poisson-tf-evaluate --model_dir={model_dir}")
 
 
 def main(argv):
@@ -88,21 +98,23 @@ def main(argv):
     given.update({"run.model_dir": FLAGS.model_dir, "run.threads": threads})
     parallel = cli.launched()
     if not parallel:  # alone: every check before TensorFlow loads, so a refused run ends in a second
-        settled = settle(given, FLAGS.resume, FLAGS.overwrite)
+        settled = settle(given, FLAGS.resume, FLAGS.overwrite, FLAGS.stop_after_epochs)
+        if settled[3] is not None:  # a finished run: said before TensorFlow loads, and no file touched
+            return _nothing_to_train(FLAGS.model_dir, *settled[3])
     from poisson_tf import distributed, training
 
     distributed.init(intra_op_threads=threads, inter_op_threads=0 if threads == 0 else 1)
     if parallel:  # Horovod: the chief reads model_dir (the others need no shared file system) and tells all
-        settled = distributed.chief_decides(settle, given, FLAGS.resume, FLAGS.overwrite)
-    cfg_dict, resume, clear = settled
+        settled = distributed.chief_decides(settle, given, FLAGS.resume, FLAGS.overwrite, FLAGS.stop_after_epochs)
+        if settled[3] is not None:
+            return distributed.on_chief(_nothing_to_train, FLAGS.model_dir, *settled[3])
+    cfg_dict, resume, clear, _ = settled
     cfg = config.TrainConfig.from_dict(cfg_dict)
     summary = training.train(cfg, resume=resume, stop_after_epochs=FLAGS.stop_after_epochs, overwrite=clear,
                              memory_limit=FLAGS.memory_limit, force=FLAGS.force)
     if distributed.is_chief():
         if summary["start_epoch"] >= summary["end_epoch"]:
-            print(f"nothing to train: the checkpoint in {cfg.run.model_dir} already completed epoch "
-                  f"{summary['start_epoch']} of {summary['end_epoch']}; evaluate it with "
-                  f"poisson-tf-evaluate --model_dir={cfg.run.model_dir}")
+            _nothing_to_train(cfg.run.model_dir, summary["start_epoch"], summary["end_epoch"])
         for n, means in sorted(summary["validation_by_resolution"].items()):
             print(f"validation rel_l2 at {n}^3: {100 * means['rel_l2']:.2f}% ({cfg.data.num_val} samples vs the AMG "
                   "reference)")
