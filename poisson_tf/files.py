@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import json
 import os
 import re
@@ -20,9 +21,10 @@ _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$
 
 #: Fault injection for the fault tests only (tests/test_faults.py), e.g. "checkpoint.h5:sleep=3:2" sleeps 3 s
 #: in the 2nd write of checkpoint.h5 once its temporary file is written (before the rename), and
-#: "checkpoint.h5:enospc" makes every write of it fail as a full disk would. Unset in normal use.
+#: "checkpoint.h5:enospc" makes every write of it fail as a full disk would; the name may be a glob pattern
+#: ("ref_N16_*.h5:sleep=2": a reference solution's cache write). Unset in normal use.
 FAULT_VARIABLE = "POISSON_TF_TEST_FAULT"
-_writes = {}  # file name -> writes started in this process (for the fault hook's "nth write")
+_writes = {}  # fault target (a name or pattern) -> writes of matching files in this process ("nth write")
 
 
 def _fsync(path: str) -> None:
@@ -49,12 +51,13 @@ def _umask() -> int:
 
 def _inject_fault(path: str) -> None:
     spec = os.environ.get(FAULT_VARIABLE)
-    name = os.path.basename(path)
-    _writes[name] = _writes.get(name, 0) + 1
     if not spec:
         return
     target, action, *nth = spec.split(":")
-    if target != name or (nth and int(nth[0]) != _writes[name]):
+    if not fnmatch.fnmatchcase(os.path.basename(path), target):
+        return
+    _writes[target] = _writes.get(target, 0) + 1  # the n-th write of a file the pattern names
+    if nth and int(nth[0]) != _writes[target]:
         return
     if action.startswith("sleep="):
         time.sleep(float(action.partition("=")[2]))
