@@ -71,11 +71,6 @@ def _xdmf_number(dtype: np.dtype) -> str:
             else 'NumberType="Float" Precision="4"')
 
 
-def write_xdmf(h5_path: str, datasets: dict) -> str:
-    """Writes xdmf_text(h5_path, datasets) to xdmf_path(h5_path) (atomically); returns that path."""
-    return files.write_text(xdmf_path(h5_path), xdmf_text(h5_path, datasets))
-
-
 def xdmf_text(h5_path: str, datasets: dict) -> str:
     """An XDMF 3 document describing the node-centred datasets of `h5_path` on the unit-cube grid.
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from poisson_tf import config, distributed, fem, files, metrics
+from poisson_tf import config, distributed, fem, metrics
 
 
 def linear_baseline(nu: np.ndarray) -> np.ndarray:
@@ -92,18 +92,6 @@ def format_table(report: dict) -> str:
         lines.append(f"{n:>5} {r['num_samples']:>7} {cells} {r['inference_seconds_per_field']:>8.3f}"
                      + ("  zero-shot" if r["zero_shot"] else ""))
     return "\n".join(lines)
-
-
-def save_figure(examples: dict, path: str) -> str:
-    """Writes figure(examples) to path (PNG, atomically); returns the path."""
-    fig = figure(examples)  # first: it selects matplotlib's Agg backend
-    import matplotlib.pyplot as plt
-
-    try:
-        files.save_png(fig, path, dpi=80)
-    finally:
-        plt.close(fig)
-    return path
 
 
 def figure(examples: dict):

@@ -40,10 +40,6 @@ def describe(error: BaseException) -> str:
 
 def leave(code: int) -> None:
     """Ends the process with code (under a launcher at once, skipping exit handlers that could wait for ranks)."""
-    _leave(code)
-
-
-def _leave(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if launched():
@@ -64,7 +60,7 @@ def run(name: str, main) -> None:
             return flags.FLAGS(argv)
         except flags.Error as e:
             print(f"{name}: error: {describe(e)} (--helpfull lists the flags)", file=sys.stderr)
-            _leave(1)
+            leave(1)
 
     def guarded(argv):
         try:
@@ -72,12 +68,12 @@ def run(name: str, main) -> None:
         except USER_ERRORS as e:
             if _rank() == 0 or not isinstance(e, ValueError):
                 print(f"{name}: error: {describe(e)}", file=sys.stderr)
-            _leave(1)
+            leave(1)
         except KeyboardInterrupt:
-            _leave(130)
+            leave(130)
         except Exception:
             traceback.print_exc()
-            _leave(1)
+            leave(1)
 
     app.run(guarded, flags_parser=parse)
 

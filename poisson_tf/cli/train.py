@@ -77,7 +77,8 @@ def settle(given: dict, resume: str, overwrite: bool, stop_after_epochs: int | N
         state = checkpoint.Checkpointer(model_dir, cfg.fingerprint()).load()[1]  # refused now, before TensorFlow
         if cfg.run.deterministic and cfg.run.threads:  # an explicit count (0, the rank's share, is checked later)
             checkpoint.check_threads(model_dir, state, cfg.run.threads)
-        end = cfg.plan().num_epochs if stop_after_epochs is None else min(cfg.plan().num_epochs, stop_after_epochs)
+        num_epochs = cfg.plan().num_epochs
+        end = min(num_epochs, stop_after_epochs or num_epochs)
         if "partial" not in state and state["epoch"] + 1 >= end:
             done = (state["epoch"] + 1, end)  # nothing to train: the launch ends before it claims model_dir
     return cfg.to_dict(), resume_run, clear, done
