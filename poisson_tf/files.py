@@ -248,3 +248,10 @@ def save_keras(model, path: str) -> str:
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return path
+
+
+def save_png(figure, path: str, **savefig_kwargs) -> str:
+    """A matplotlib figure as PNG (figure.savefig keyword arguments, e.g. dpi) atomically; returns the path."""
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, **savefig_kwargs)
+    return path

@@ -218,23 +218,22 @@ def stop(tmp_path, run_flags, run, name, when, launcher=(), send_to=None, env=No
 
 
 def test_sigterm_checkpoints_the_steps_done_and_the_resume_reaches_the_uninterrupted_weights(tmp_path):
-    refs, run = tmp_path / "refs", tmp_path / "run"
+    refs, run, fresh = tmp_path / "refs", tmp_path / "run", tmp_path / "fresh_refs"  # fresh: filled in a validation
     uninterrupted = start(TRAIN + flags(tmp_path / "full", refs), tmp_path / "full.log")
     rng = random.Random(28)
     states = []
-    fresh = tmp_path / "fresh_refs"  # a cache this run fills during its validation
-    # Within an epoch at a random moment, during a checkpoint write (injected 2 s in the write), during a
-    # validation (2 s in the write of the reference solution it computes), at an epoch's end.
+    # At a random moment (within an epoch about half the time: bench_preemption; a stop within an epoch for
+    # certain: tests/test_train.py), during a checkpoint write (2 s injected into it), during a validation (2 s
+    # in the write of the reference solution it computes), and once this launch saved an epoch of its own (a
+    # signal while TensorFlow still loads meets no handler yet: exit -15, nothing written).
     for name, when, env, cache in (
             ("random", lambda d: saved_epoch(d) >= 1 and (time.sleep(rng.uniform(0, 0.3)) or True), None, refs),
             ("in a checkpoint write", lambda d: bool(glob.glob(os.path.join(d, ".checkpoint.h5.*.tmp"))),
              {files.FAULT_VARIABLE: "checkpoint.h5:sleep=2:1"}, refs),
             ("in a validation", lambda d: bool(glob.glob(os.path.join(fresh, ".ref_N*.tmp*"))),
              {files.FAULT_VARIABLE: "ref_N*.h5:sleep=2:1"}, fresh),
-            # once this launch saved an epoch (a signal while TensorFlow loads meets no handler yet: exit -15)
             ("another", lambda d: saved_epoch(d) > states[-1]["epoch"], None, refs)):
         states.append(stop(tmp_path, flags(run, cache), run, name, when, env=env))
-    assert any("partial" in s for s in states), states  # at least one stop within an epoch
     result = run_cli("train", *flags(run, refs), "--resume=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "full.log").read_text()[-3000:]

@@ -354,3 +354,31 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, ref_ca
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nothing to train" in result.stdout and "poisson-tf-evaluate" in result.stdout
     assert digest_tree(run) == before  # no file changed, the lock file included
+
+
+def test_a_signal_within_an_epoch_checkpoints_its_steps_and_the_resume_is_bit_for_bit(tmp_path, ref_cache):
+    import signal
+
+    class SignalAt(keras.callbacks.Callback):  # a real SIGTERM to this process after step 2 of epoch 4
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 4 and batch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    settings = dict(cycle__epochs_per_visit=(3,), run__deterministic=True, run__checkpoint_seconds=0)
+    training.train(tiny_config(tmp_path / "full", ref_cache, **settings))
+    cfg = tiny_config(tmp_path / "run", ref_cache, **settings)
+    summary = training.train(cfg, extra_callbacks=[SignalAt()])
+    # the handler ran after step 2 had ended; the agreement after step 3 acted on it: 3 of the epoch's 4 steps
+    assert summary["interrupted"] == {"reason": "SIGTERM", "epoch": 4, "steps_in_epoch": 3}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the listener gave the signal back
+    assert not (tmp_path / "run" / modeldir.MODEL_FILE).exists()  # an interrupted run is not a finished one
+    with h5py.File(tmp_path / "run" / modeldir.CHECKPOINT_FILE, "r") as f:
+        state = json.loads(f.attrs["state"])
+    assert state["epoch"] == 3 and state["partial"] == {"epoch": 4, "steps": 3} and state["step"] == 19
+    resumed = training.train(cfg, resume=True)
+    assert resumed["start_epoch"] == 4 and "interrupted" not in resumed
+    full, run = checkpoint.stored_values(tmp_path / "full"), checkpoint.stored_values(tmp_path / "run")
+    assert sorted(full) == sorted(run) and [k for k in full if not np.array_equal(full[k], run[k])] == []
