@@ -3,7 +3,9 @@ checkpoints."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 
 import keras
@@ -280,8 +282,6 @@ LAUNCHER_ENDED = 100
 
 def stop_reason(code: int) -> str:
     """The words for a stop code: a signal's name, or the end of the launcher."""
-    import signal
-
     return "the end of its launcher (horovodrun)" if code == LAUNCHER_ENDED else signal.Signals(code).name
 
 
@@ -328,9 +328,6 @@ class SignalListener:
         self._watching = None
 
     def __enter__(self):
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for name in STOP_SIGNALS:
                 number = getattr(signal, name)
@@ -357,8 +354,6 @@ class SignalListener:
                 return
 
     def _handle(self, number, frame):
-        import signal
-
         if not self.received:
             self.received = int(number)
             print(f"poisson-tf-train: {stop_reason(number)} received: stopping after the current step, with a "
@@ -368,8 +363,6 @@ class SignalListener:
             signal.raise_signal(number)
 
     def __exit__(self, *exc):
-        import signal
-
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous = {}
