@@ -31,6 +31,7 @@ PAGES = {
     "throughput": "Training throughput and efficiency",
     "profile": "Where a training step's time goes",
     "scaling": "Horovod ranks on one host",
+    "projection": "Scaling model: calibrated here, projected to cluster nodes",
     "inference": "The network against the solver",
     "megavoxel": "Megavoxel scale",
     "precision": "Mixed precision",
@@ -39,6 +40,8 @@ PAGES = {
 # A figure belongs to the family its name starts with (before the first "_"), or to the family aliased here.
 FIGURE_FAMILIES = {"error": "error_analysis"}
 CAPTIONS = {
+    "projection_bridges2.png": "Projected parallel efficiency on Bridges-2 RM nodes per level, strong (fixed global "
+                               "batch) and weak (batch 1 per rank) scaling: a model, not a measurement",
     "cycles_128.png": "Validation rel_l2 at 128^3 against training time and voxels: single level, Half-V, "
                       "Half-V with the finest batch and with a cosine restart per visit, 2 seeds",
     "cycles_128_step.png": "Validation rel_l2 at 128^3 against training time and voxels, single level and the "
@@ -299,7 +302,47 @@ def tables() -> dict:
                    f"{r['summary'].get('rel_l2_at_single_time', float('nan')):.2%}",
                    r["settings"].get("tag", "")],
         lambda r: (r["levels"][-1], r["settings"].get("tag", ""), r["seed"], r["schedule"]))
+    out["projection"] = projection_tables()
     return {family: text for family, text in out.items() if text}
+
+
+def projection_tables() -> str:
+    """bench_scaling_model.py's records: the calibration (allreduce fits), the validation against measured steps,
+    and the projected efficiency per system, mode and level (one column per node count)."""
+    command = "python benchmarks/bench_scaling_model.py --hosts"
+    text = table("Allreduce between 2 ranks, measured here: t = overhead + bytes / beta", command,
+                 ["link", "overhead us", "beta GB/s"], load("projection", lambda r: r["link"],
+                                                            lambda r: r["kind"] == "allreduce"),
+                 lambda r: [r["link"], f"{r['overhead_seconds'] * 1e6:.0f}", f"{r['beta_bytes_per_s'] / 1e9:.2f}"])
+    text += table("The model against this machine's measured training steps (bench_scaling.py)", command,
+                  ["N", "global batch", "workers", "threads each", "measured ms", "model ms", "error"],
+                  load("projection", lambda r: (r["resolution"], r["global_batch"], r["workers"]),
+                       lambda r: r["kind"] == "validation"),
+                  lambda r: [r["resolution"], r["global_batch"], r["workers"], r["threads_per_worker"],
+                             f"{r['measured_step_seconds'] * 1e3:.1f}", f"{r['predicted_step_seconds'] * 1e3:.1f}",
+                             f"{r['error']:+.1%}"],
+                  lambda r: (r["workers"],))
+    rows = load("projection", lambda r: (r["system"], r["mode"], r["resolution"], r["nodes"]),
+                lambda r: r["kind"] == "projection" and "efficiency" in r)
+    groups = {}
+    for r in rows:
+        groups.setdefault((cpu(r), r["system"], r["mode"], r["resolution"]), []).append(r)
+    nodes = sorted({r["nodes"] for r in rows})
+    summary = [dict(group[0], by_nodes={r["nodes"]: r for r in group}) for group in groups.values()]
+    text += table("Projected parallel efficiency (and step ms) by node count: a model, not a measurement", command,
+                  ["system", "scaling", "N", *[f"{k} node{'s' * (k > 1)}" for k in nodes]], summary,
+                  lambda r: [r["system"], r["mode"], r["resolution"], *[
+                      f"{r['by_nodes'][k]['efficiency']:.0%} ({r['by_nodes'][k]['step_seconds'] * 1e3:.0f})"
+                      if k in r["by_nodes"] else "-" for k in nodes]],
+                  lambda r: (r["system"], r["mode"], r["resolution"]))
+    gpu = load("projection", lambda r: (r["system"], r["nodes"]),
+               lambda r: r["kind"] == "projection" and "efficiency" not in r and r["mode"] == "weak")
+    gpu = [r for r in gpu if r["resolution"] == min(x["resolution"] for x in gpu)] if gpu else []
+    text += table("Projected allreduce per step on Azure ND A100 v4 (8 GPUs per VM; no GPU compute is modelled)",
+                  command, ["system", "nodes", "GPUs", "allreduce ms"], gpu,
+                  lambda r: [r["system"], r["nodes"], r["ranks"], f"{r['allreduce_seconds'] * 1e3:.2f}"],
+                  lambda r: (r["nodes"],))
+    return text
 
 
 def headline() -> str:

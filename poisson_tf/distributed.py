@@ -146,6 +146,46 @@ def allreduce_gradients(grads: list) -> list:
     return out
 
 
+def exact_mean(shard_grads: list, total_shards: int) -> list:
+    """The mean of total_shards gradients, computed exactly (up to the final rounding) and so independent of how
+    the shards are spread over the workers (graph-safe).
+
+    shard_grads: this worker's shards, each a list of gradient tensors (one per variable, None where a variable
+    has none), its share of total_shards in shard order. Each variable's gradients are scaled by one power of
+    two (from the largest magnitude over every shard: an allreduce Max) into int64 with 61 - ceil(log2 S) bits
+    above the largest value, summed as integers over the local shards and over the workers (an allreduce Sum:
+    integer addition does not depend on the order), and scaled back. Compared with a float32 sum, values below
+    2^-36 of a variable's largest one lose bits, none above (a float32 sum of S terms loses log2 S bits anywhere).
+    """
+    present = [i for i, g in enumerate(shard_grads[0]) if g is not None]
+    if not present:
+        return list(shard_grads[0])
+    peaks = tf.stack([tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(tf.cast(shard[i], tf.float32)))
+                                              for shard in shard_grads])) for i in present])
+    if _active():
+        peaks = hvd.allreduce(peaks, op=hvd.Max, name="poisson_tf_shard_peaks")  # Horovod: exact on every worker
+    # m < 2^e with e the float32 exponent of m plus 1 (0 for m == 0: all its gradients are 0)
+    exponents = tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.bitcast(peaks, tf.int32), 23), 0xFF) - 126
+    shift = tf.cast(61 - max(0, (total_shards - 1).bit_length()) - exponents, tf.int64)  # |sum| < 2^61
+
+    def power_of_two(k):  # 2^k as float64, exactly (the exponent field of an IEEE double)
+        return tf.bitcast(tf.bitwise.left_shift(k + 1023, 52), tf.float64)
+
+    sums = []
+    for j, i in enumerate(present):
+        scale = power_of_two(shift[j])
+        sums.append(tf.add_n([tf.cast(tf.round(tf.cast(shard[i], tf.float64) * scale), tf.int64)
+                              for shard in shard_grads]))
+    if _active():
+        sums = hvd.grouped_allreduce(sums, op=hvd.Sum)  # Horovod: integer sums, exact in any order
+    out = list(shard_grads[0])
+    for j, i in enumerate(present):
+        mean = tf.cast(sums[j], tf.float64) * power_of_two(-shift[j]) / float(total_shards)
+        mean = tf.where(tf.math.is_finite(peaks[j]), mean, tf.constant(float("nan"), tf.float64))  # diverged
+        out[i] = tf.cast(mean, shard_grads[0][i].dtype)
+    return out
+
+
 def allreduce_mean(value):
     """Average of a scalar or tensor over workers (graph-safe); the value itself when single-process."""
     if not _active():

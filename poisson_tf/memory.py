@@ -117,18 +117,20 @@ def check(command: str, resolution: int, parts: dict, limit_gib: float | None = 
 
 def prediction_parts(cfg: ModelConfig, resolution: int, num_fields: int, batch: int, input_bytes: int = 8) -> dict:
     """Bytes by part of predicting num_fields fields at N in batches of `batch` (poisson-tf-predict): nu as read
-    or made (input_bytes per value), its float32 copy written beside u, u, and one batch through the network."""
+    or made (input_bytes per value), u, one batch through the network, and the writing: nu's float32 copy and
+    the HDF5 file's image, built in memory (files.hdf5_in_memory; at most the uncompressed nu and u). They add
+    up: the network's memory is not returned before the file is written (bench_memory measured the sum)."""
     voxels = resolution ** 3
     return {"nu": num_fields * voxels * input_bytes, "u": num_fields * voxels * 4,
-            "written copies": num_fields * voxels * 4,
-            "network": network_bytes(cfg, resolution, batch) + batch * voxels * 4}
+            "network": network_bytes(cfg, resolution, batch) + batch * voxels * 4,
+            "written copy and file image": num_fields * voxels * (4 + 8)}
 
 
 def solve_parts(resolution: int, num_fields: int, method: str = "auto") -> dict:
     """Bytes by part of solving num_fields fields at N one after the other (poisson-tf-solve): the fields (float64),
     and the larger of the two phases that follow them: one solve's working memory (solvers.gmg.memory_estimate,
     or the assembled AMG's matrices) beside the solutions found before it, and the solutions stacked and written
-    (float64 twice, float32 copies of nu and u)."""
+    (float64 twice, float32 copies of nu and u, and the file's image in memory: at most those copies)."""
     from poisson_tf.solvers import dispatch, gmg
 
     field = resolution ** 3 * 8
@@ -138,7 +140,8 @@ def solve_parts(resolution: int, num_fields: int, method: str = "auto") -> dict:
     else:  # the stiffness (27 diagonals: value and column index), its free block and the AMG hierarchy
         solver = 4 * 27 * field // 8 * 12
     solving = solver + (num_fields - 1) * field
-    writing = num_fields * (2 * field + field)  # stacked solutions, and the float32 copies of nu and u
+    # the stacked solutions, the float32 copies of nu and u, and the HDF5 file's image (built in memory)
+    writing = num_fields * (2 * field + field + field)
     return {"fields": num_fields * field, "solver" if solving >= writing else "solutions": max(solving, writing)}
 
 

@@ -44,3 +44,18 @@ def flip_byte(path, dataset: str) -> None:
         byte = f.read(1)
         f.seek(offset + size // 2)
         f.write(bytes([byte[0] ^ 0x5A]))
+
+
+def saved_epoch(model_dir) -> int:
+    """The epoch of model_dir's newest checkpoint (-1 before the first)."""
+    import re
+
+    import h5py
+
+    from poisson_tf.training import checkpoint
+
+    try:
+        with h5py.File(os.path.join(model_dir, checkpoint.CHECKPOINT_FILE), "r") as f:
+            return int(re.search(r'"epoch": (\d+)', f.attrs["state"]).group(1))
+    except (OSError, KeyError):  # not written yet
+        return -1

@@ -233,3 +233,28 @@ def test_bench_cycles_time_to_stay_below_a_target():
     assert bench_cycles.time_staying_at(curve, 0.075) == 50
     assert bench_cycles.time_staying_at(curve, 0.05) is None and bench_cycles.first_time_at(curve, 0.05) is None
     assert bench_cycles.time_staying_at(curve, 0.2) == 10
+
+
+def test_the_scaling_model_fits_its_calibration_and_projects_consistently():
+    model_module = bench_module("bench_scaling_model")
+    points = [{"bytes": s, "seconds": 1e-4 + s / 2e9} for s in model_module.SIZES]
+    overhead, beta = model_module.fit(points)
+    assert abs(overhead - 1e-4) < 1e-6 and abs(beta / 2e9 - 1) < 1e-6
+    # 1-thread compute linear in the batch, 1.6x faster on 2 threads; 1 MB of gradients
+    compute = {(n, b, 1): 1e-8 * n ** 3 * (0.5 + b) for n in (16, 32) for b in (1, 2)}
+    compute.update({(n, 2, 2): compute[(n, 2, 1)] / 1.6 for n in (16, 32)})
+    model = model_module.Model(compute, overhead, beta, 10 ** 6)
+    assert model.step(32, 2, 1, 2) == compute[(32, 2, 2)]  # one rank: the compute alone
+    assert abs(model.efficiency(32) - 0.8) < 1e-12
+    assert abs(model.compute_seconds(64, 1, 1) - 8 * compute[(32, 1, 1)]) < 1e-12  # by voxels beyond 32
+    assert abs(model.step(32, 1, 2, 1) - compute[(32, 1, 1)] - (overhead + 2e-6 + 1e6 / 2e9)) < 1e-12
+    rows = model_module.project(model, "bridges2_rm", [16, 32, 64], [1, 2, 4, 8, 16], global_batch=64)
+    for mode in ("strong", "weak"):
+        for n in (16, 32, 64):
+            these = [r for r in rows if r["mode"] == mode and r["resolution"] == n]
+            assert these[0]["nodes"] == 1 and abs(these[0]["efficiency"] - 1) < 1e-12
+            assert all(a["efficiency"] >= b["efficiency"] for a, b in zip(these, these[1:]))  # never superlinear
+            assert all(r["projected"] for r in these)
+    assert max(r["nodes"] for r in rows if r["mode"] == "strong") == 8  # 64 samples: one per rank at most
+    gpu = model_module.project(model, "azure_nda100v4", [32], [1, 2], global_batch=64)
+    assert all("efficiency" not in r and r["allreduce_seconds"] > 0 for r in gpu)

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fault_helpers import error_lines, run_cli
+from fault_helpers import digest_tree, error_lines, run_cli, saved_epoch
 from poisson_tf import files
 from poisson_tf.training import checkpoint
 from train_helpers import config_flags, tiny_config
@@ -38,15 +38,6 @@ def start(args, log, env=None) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, **(env or {})))
-
-
-def saved_epoch(model_dir) -> int:
-    """The epoch of model_dir's newest checkpoint (-1 before the first)."""
-    try:
-        with h5py.File(os.path.join(model_dir, checkpoint.CHECKPOINT_FILE), "r") as f:
-            return int(re.search(r'"epoch": (\d+)', f.attrs["state"]).group(1))
-    except (OSError, KeyError):  # not written yet
-        return -1
 
 
 def wait_for(condition, process, what: str, timeout: float = 300):
@@ -225,7 +216,7 @@ def test_sigterm_checkpoints_the_steps_done_and_the_resume_reaches_the_uninterru
     # At a random moment (within an epoch about half the time: bench_preemption; a stop within an epoch for
     # certain: tests/test_train.py), during a checkpoint write (2 s injected into it), during a validation (2 s
     # in the write of the reference solution it computes), and once this launch saved an epoch of its own (a
-    # signal while TensorFlow still loads meets no handler yet: exit -15, nothing written).
+    # signal while TensorFlow still loads: the test after this one).
     for name, when, env, cache in (
             ("random", lambda d: saved_epoch(d) >= 1 and (time.sleep(rng.uniform(0, 0.3)) or True), None, refs),
             ("in a checkpoint write", lambda d: bool(glob.glob(os.path.join(d, ".checkpoint.h5.*.tmp"))),
@@ -240,6 +231,31 @@ def test_sigterm_checkpoints_the_steps_done_and_the_resume_reaches_the_uninterru
     full, resumed = stored_values(tmp_path / "full"), stored_values(run)
     different = [name for name in full if not np.array_equal(full[name], resumed[name])]
     assert sorted(full) == sorted(resumed) and different == [], different
+
+
+def catches(pid: int, number: int) -> bool:
+    """Whether process pid has a handler for signal `number` (the SigCgt mask in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = int(next(line for line in f if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught >> (number - 1) & 1)
+
+
+def test_a_sigterm_while_tensorflow_loads_ends_the_launch_with_exit_75_and_changes_no_run_file(tmp_path):
+    refs, run = tmp_path / "refs", tmp_path / "run"
+    assert run_cli("train", *flags(run, refs), "--stop_after_epochs=2").returncode == 0
+    before = digest_tree(run, skip=".lock")  # the lock records who holds model_dir: every launch rewrites it
+    process = start([*TRAIN, *flags(run, refs), "--resume=auto"], tmp_path / "early.log")
+    # the listener is installed on the first line of main, seconds before TensorFlow has loaded
+    wait_for(lambda: catches(process.pid, signal.SIGTERM), process, "the signal handler")
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    output = (tmp_path / "early.log").read_text()
+    assert code == 75 and "Traceback" not in output, output[-3000:]
+    assert re.search(r"poisson-tf-train: stopped by SIGTERM before its first step: nothing was trained in this "
+                     r"launch, and nothing to save: the same command with --resume=auto continues", output), output
+    assert digest_tree(run, skip=".lock") == before  # no file written, none changed
+    assert run_cli("train", *flags(run, refs), "--resume=auto").returncode == 0
+    assert checkpoint_state(run)["epoch"] == 8  # the whole cycle (9 epochs) from where the first launch stopped
 
 
 MPIRUN = ["env", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "mpirun", "-np", "2",
@@ -257,7 +273,7 @@ def test_sigterm_to_the_launcher_or_one_rank_stops_every_rank_with_the_checkpoin
                                    capture_output=True, text=True, timeout=600)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
 
-    # SIGTERM to horovodrun: the ranks see it end (callbacks.horovodrun_pid). To mpirun: it passes the signal
+    # SIGTERM to horovodrun: the ranks see it end (signals.horovodrun_pid). To mpirun: it passes the signal
     # on (and exits 1 once the ranks exit 75). To rank 1 alone: rank 0 learns of it through the per-step
     # agreement. Every rank exits 75 after the chief's checkpoint.
     process_of = {"horovodrun": None, "mpirun": None, "rank 1 alone": lambda p: rank_processes(p)[1]}[target]

@@ -10,7 +10,7 @@ import sys
 from absl import flags
 
 from poisson_tf import cli, config, modeldir
-from poisson_tf.training import checkpoint, rundir
+from poisson_tf.training import checkpoint, rundir, signals
 
 FLAGS = flags.FLAGS
 
@@ -91,6 +91,13 @@ def _nothing_to_train(model_dir: str, done: int, end: int) -> None:
 
 def main(argv):
     del argv
+    # From the first line: a SIGTERM while TensorFlow loads or the run is set up ends it with the same exit code
+    # and message as one during training, at the first point where every worker can agree (loop._run).
+    with signals.SignalListener() as listener:
+        _main(listener)
+
+
+def _main(listener: signals.SignalListener) -> None:
     if FLAGS.stop_after_epochs is not None:
         config.require(FLAGS.stop_after_epochs >= 1, "--stop_after_epochs", FLAGS.stop_after_epochs, ">= 1")
     threads = config.check_threads(FLAGS.threads)  # before TensorFlow: it aborts on a negative count
@@ -112,7 +119,7 @@ def main(argv):
     cfg_dict, resume, clear, _ = settled
     cfg = config.TrainConfig.from_dict(cfg_dict)
     summary = training.train(cfg, resume=resume, stop_after_epochs=FLAGS.stop_after_epochs, overwrite=clear,
-                             memory_limit=FLAGS.memory_limit, force=FLAGS.force)
+                             memory_limit=FLAGS.memory_limit, force=FLAGS.force, listener=listener)
     if distributed.is_chief():
         if summary["start_epoch"] >= summary["end_epoch"]:
             _nothing_to_train(cfg.run.model_dir, summary["start_epoch"], summary["end_epoch"])
@@ -123,11 +130,14 @@ def main(argv):
     if "interrupted" in summary:  # every worker: the same distinct exit code, after the chief's checkpoint
         stop = summary["interrupted"]
         if distributed.is_chief():
-            where = (f"in epoch {stop['epoch']} after {stop['steps_in_epoch']} of its steps" if stop["steps_in_epoch"]
-                     else f"after epoch {stop['epoch'] - 1}")
-            print(f"poisson-tf-train: stopped by {stop['reason']} {where}; the checkpoint in {cfg.run.model_dir} "
-                  f"holds every step trained: the same command with --resume=auto continues (exit code "
-                  f"{cli.EXIT_INTERRUPTED})", file=sys.stderr, flush=True)
+            if stop.get("before_first_step"):
+                held = "before its first step: nothing was trained in this launch, and nothing to save"
+            else:
+                where = (f"in epoch {stop['epoch']} after {stop['steps_in_epoch']} of its steps"
+                         if stop["steps_in_epoch"] else f"after epoch {stop['epoch'] - 1}")
+                held = f"{where}; the checkpoint in {cfg.run.model_dir} holds every step trained"
+            print(f"poisson-tf-train: stopped by {stop['reason']} {held}: the same command with --resume=auto "
+                  f"continues (exit code {cli.EXIT_INTERRUPTED})", file=sys.stderr, flush=True)
         cli.leave(cli.EXIT_INTERRUPTED)
 
 

@@ -253,6 +253,11 @@ class OptimConfig:
     lr_decay: str = _field("cosine", f"Learning-rate decay, one of {LR_DECAYS}, on top of the per-visit factors: "
                                        "cosine to zero over the whole plan, or over every visit (a warm restart at "
                                        "each level switch).")
+    gradient_shards: int = _field(0, "0: each worker's gradient is averaged over the workers (Horovod's allreduce). "
+                                     "S > 0: the global batch is cut into S equal shards, each shard's gradient is "
+                                     "computed alone and the S are summed exactly (in fixed point), so the weights do "
+                                     "not depend on how many workers (any divisor of S) train the run: bit for bit "
+                                     "with --deterministic and the same --threads per worker.")
     precision: str = _field("float32", f"Compute precision of the convolutions, one of {list(PRECISIONS)} (or "
                                        "their Keras policy names mixed_bfloat16, mixed_float16): bfloat16 (GPUs, "
                                        "and CPUs with avx512_bf16 or AMX) or float16 (GPU, with loss scaling); "
@@ -270,6 +275,8 @@ class OptimConfig:
                              "workers; give the --learning_rate you want instead")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.gradient_shards < 0:
+            raise ValueError(f"gradient_shards must be >= 0 (0: averaged over the workers), got {self.gradient_shards}")
         policies = {policy: name for name, policy in PRECISIONS.items()}
         if self.precision in policies:  # the Keras policy's name: one spelling in configs and fingerprints
             object.__setattr__(self, "precision", policies[self.precision])
@@ -346,6 +353,18 @@ class TrainConfig:
                              f"{max(k for k in range(1, self.run.steps_per_execution + 1) if plan.steps_per_epoch % k == 0)}")
         for n in plan.resolutions + list(self.run.val_resolutions):
             self.model.check_resolution(n)
+        shards = self.optim.gradient_shards
+        if shards:
+            uneven = sorted({v.global_batch_size for v in plan.visits if v.global_batch_size % shards})
+            if uneven:
+                raise ValueError(f"--gradient_shards={shards} must divide every level's global batch, and "
+                                 f"{uneven[0]} is not a multiple of it; use a divisor of {uneven[0]}, or "
+                                 "--gradient_shards=0")
+            if self.model.dropout > 0 or self.model.normalization == "batch":
+                raise ValueError(f"--gradient_shards={shards} makes the weights independent of the number of "
+                                 "workers, which dropout masks and batch statistics are not (each worker draws and "
+                                 "keeps its own): use --dropout=0 and a --normalization other than batch, or "
+                                 "--gradient_shards=0")
         if self.data.coarse_nu != "sample":
             for n in plan.resolutions:
                 ratio = plan.resolutions[-1] // n

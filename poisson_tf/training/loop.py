@@ -5,6 +5,7 @@ written where the list is built), fit, save.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -13,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from poisson_tf import config, distributed, files, hardware, memory, modeldir, models, solvers
-from poisson_tf.training import callbacks, checkpoint, data, rundir
+from poisson_tf.training import callbacks, checkpoint, data, rundir, signals
 from poisson_tf.training.step import EnergyTrainer
 
 
@@ -78,11 +79,17 @@ def check_runtime(cfg: config.TrainConfig) -> None:
     """What the configuration (validated when built) cannot check alone: the workers and the device.
 
     Raises:
-      ValueError: a global batch the workers cannot split evenly, batch normalization on several workers, or
+      ValueError: a global batch the workers cannot split evenly, gradient shards they cannot share evenly,
+        batch normalization on several workers, or
         16-bit precision on a CPU that does not run it natively (bfloat16 needs avx512_bf16 or AMX).
     """
     for visit in cfg.plan().visits:  # every level's batch, not only the finest
         distributed.split_batch(visit.global_batch_size)
+    shards = cfg.optim.gradient_shards
+    if shards and shards % distributed.size():
+        raise ValueError(f"--gradient_shards={shards} must be a multiple of the number of workers "
+                         f"({distributed.size()}): every worker computes the same number of shards; launch a "
+                         f"divisor of {shards} workers, or give --gradient_shards a multiple of {distributed.size()}")
     if cfg.model.normalization == "batch" and distributed.size() > 1:
         # Keras' BatchNormalization would normalize each worker's share of the global batch with its own
         # statistics, and keep its own moving averages: the training would depend on the number of workers.
@@ -96,23 +103,27 @@ def check_runtime(cfg: config.TrainConfig) -> None:
 
 
 def train(cfg: config.TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
-          extra_callbacks=(), overwrite: bool = False, memory_limit: float | None = None, force: bool = False) -> dict:
+          extra_callbacks=(), overwrite: bool = False, memory_limit: float | None = None, force: bool = False,
+          listener: signals.SignalListener | None = None) -> dict:
     """Runs (or resumes) the configured multigrid training; see _train. Restores Keras' global dtype policy.
 
     Before anything is allocated the run's estimated peak (memory.training_parts) is checked against the memory
     this process may use (memory.available; memory_limit in GiB replaces it), and refused when it does not fit,
-    unless force."""
+    unless force. listener: an active signals.SignalListener that has listened since before this call
+    (poisson-tf-train's, from its first line); by default one listens while the epochs are trained."""
     if stop_after_epochs is not None:
         config.require(stop_after_epochs >= 1, "stop_after_epochs", stop_after_epochs, ">= 1 (epochs of the cycle)")
     previous = keras.mixed_precision.dtype_policy()
     try:
-        return _train(cfg, resume, stop_after_epochs, extra_callbacks, overwrite, memory_limit, force)
+        with contextlib.ExitStack() as stack:
+            listener = listener or stack.enter_context(signals.SignalListener())
+            return _train(cfg, resume, stop_after_epochs, extra_callbacks, overwrite, memory_limit, force, listener)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None, extra_callbacks,
-           overwrite: bool, memory_limit: float | None = None, force: bool = False) -> dict:
+           overwrite: bool, memory_limit: float | None, force: bool, listener: signals.SignalListener) -> dict:
     """Runs (or resumes) the configured multigrid training; returns a summary (the same on every worker but
     fit_seconds, the wall time of this launch's fit on this worker; machine: hardware.cpu_info()).
 
@@ -134,13 +145,14 @@ def _train(cfg: config.TrainConfig, resume: bool, stop_after_epochs: int | None,
                  memory_limit, force)
     lock = distributed.chief_decides(rundir.claim, cfg.run.model_dir, resume, overwrite, share=False)
     try:
-        return _run(cfg, plan, resume, stop_after_epochs, extra_callbacks)
+        return _run(cfg, plan, resume, stop_after_epochs, extra_callbacks, listener)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | None, extra_callbacks) -> dict:
+def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | None, extra_callbacks,
+         listener: signals.SignalListener) -> dict:
     """_train's steps once the chief holds model_dir: data, model, restore, save inputs, callbacks, fit, results."""
     if cfg.run.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -158,23 +170,26 @@ def _run(cfg: config.TrainConfig, plan, resume: bool, stop_after_epochs: int | N
             checkpoint.check_threads(cfg.run.model_dir, state, threads)
         start_epoch = state["epoch"] + 1
         steps_done = state.get("partial", {}).get("steps", 0)  # a checkpoint written within start_epoch
-    distributed.on_chief(_save_inputs, cfg, train_set, val_set)  # only now: a refused resume changed nothing
     end_epoch = plan.num_epochs if stop_after_epochs is None else min(plan.num_epochs, stop_after_epochs)
-    listener = callbacks.SignalListener()
+    # A signal since the launch began (TensorFlow loading, the set-up above): every worker decides alike.
+    stopped_early = distributed.largest(listener.received) if start_epoch < end_epoch else 0
+    if not stopped_early:
+        distributed.on_chief(_save_inputs, cfg, train_set, val_set)  # only now: a refused resume changed nothing
     cycle_cb, validation_cb, cbs = _build_callbacks(cfg, plan, network, val_set, checkpointer, extra_callbacks,
                                                     listener, end_epoch, start_epoch, steps_done)
 
     summary = {"start_epoch": start_epoch, "end_epoch": end_epoch, "workers": distributed.size(),
                "machine": hardware.cpu_info()}
-    if start_epoch < end_epoch:
+    if stopped_early:  # nothing trained since the checkpoint, if any: nothing saved, no file changed
+        summary["interrupted"] = {"reason": signals.stop_reason(stopped_early), "epoch": start_epoch,
+                                  "steps_in_epoch": steps_done, "before_first_step": True}
+    elif start_epoch < end_epoch:
         start = time.perf_counter()
-        with listener:
-            try:
-                summary["history"] = _fit(cfg, plan, energy_trainer, train_set, start_epoch, steps_done, end_epoch,
-                                          cbs)
-            except callbacks.Interrupted as stop:  # the checkpoint is written: a resume continues from it
-                summary["interrupted"] = {"reason": stop.reason, "epoch": stop.epoch,
-                                          "steps_in_epoch": stop.steps_in_epoch}
+        try:
+            summary["history"] = _fit(cfg, plan, energy_trainer, train_set, start_epoch, steps_done, end_epoch, cbs)
+        except signals.Interrupted as stop:  # the checkpoint is written: a resume continues from it
+            summary["interrupted"] = {"reason": stop.reason, "epoch": stop.epoch,
+                                      "steps_in_epoch": stop.steps_in_epoch}
         summary["fit_seconds"] = time.perf_counter() - start  # this launch's epochs, validation included
     results = validation_cb.history[-1][1] if validation_cb.history else {}  # {resolution: {metric: value}}
     summary.update(trained_resolutions=[r for _, r in cycle_cb.recorded], validation=callbacks.log_keys(results),
@@ -202,7 +217,7 @@ def _build_model(cfg: config.TrainConfig):
                                                      plan.num_steps, cfg.optim.lr_decay))
     if cfg.optim.precision == "float16":  # float16 gradients underflow without dynamic loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    energy_trainer = EnergyTrainer(network)
+    energy_trainer = EnergyTrainer(network, cfg.optim.gradient_shards)
     energy_trainer.compile(optimizer=optimizer, steps_per_execution=cfg.run.steps_per_execution)
     return network, energy_trainer
 

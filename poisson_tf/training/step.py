@@ -21,10 +21,11 @@ class DataParallelTrainer(keras.Model):
       loss_fn: loss_fn(network, batch, training) -> per-sample losses [B] (or a scalar).
     """
 
-    def __init__(self, network: keras.Model, loss_fn, **kwargs):
+    def __init__(self, network: keras.Model, loss_fn, gradient_shards: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.loss_fn = loss_fn
+        self.gradient_shards = int(gradient_shards)  # optim.gradient_shards: 0, or S exact shards of the batch
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, inputs, training=False):
@@ -42,14 +43,24 @@ class DataParallelTrainer(keras.Model):
     def _mean_loss(self, batch, training):
         return tf.reduce_mean(tf.cast(self.loss_fn(self.network, batch, training), tf.float32))
 
-    def train_step(self, batch):
-        variables = self.network.trainable_variables
+    def _gradients(self, batch, variables):
         with tf.GradientTape() as tape:
             loss = self._mean_loss(batch, True)
             scaled = self.optimizer.scale_loss(loss)  # float16: LossScaleOptimizer scales; identity otherwise
-        # Horovod: averaged (still scaled) gradients; the optimizer's apply unscales and skips non-finite steps,
-        # the same decision on every worker since all hold the same averaged gradients.
-        grads = distributed.allreduce_gradients(tape.gradient(scaled, variables))
+        return loss, tape.gradient(scaled, variables)
+
+    def train_step(self, batch):
+        variables = self.network.trainable_variables
+        if self.gradient_shards:  # this worker's shards one by one, their gradients summed exactly over all
+            local = self.gradient_shards // distributed.size()  # config and check_runtime: a whole number
+            shards = [self._gradients(shard, variables) for shard in tf.split(batch, local)]
+            loss = tf.add_n([shard_loss for shard_loss, _ in shards]) / float(local)
+            grads = distributed.exact_mean([shard_grads for _, shard_grads in shards], self.gradient_shards)
+        else:
+            loss, grads = self._gradients(batch, variables)
+            # Horovod: averaged (still scaled) gradients; the optimizer's apply unscales and skips non-finite
+            # steps, the same decision on every worker since all hold the same averaged gradients.
+            grads = distributed.allreduce_gradients(grads)
         self.optimizer.apply(grads, variables)
         loss = distributed.allreduce_mean(loss)  # Horovod: the global-batch loss
         self.loss_tracker.update_state(loss)
@@ -68,8 +79,8 @@ def energy_loss(network, nu, training):
 class EnergyTrainer(DataParallelTrainer):
     """DataParallelTrainer on the FEM energy that also reports the resolution of every batch."""
 
-    def __init__(self, network, **kwargs):
-        super().__init__(network, energy_loss, **kwargs)
+    def __init__(self, network, gradient_shards: int = 0, **kwargs):
+        super().__init__(network, energy_loss, gradient_shards, **kwargs)
 
     def train_step(self, nu):
         logs = super().train_step(nu)
