@@ -15,7 +15,8 @@ Measured here (each in child processes, one at a time):
 
 The model, per level n, p ranks of T threads each, per-rank batch b:
   step(n, b, p, T) = compute(n, b) / (T * e(n) ** log2(T)) + allreduce(p, gradient bytes)
-  compute(n, b): the 1-thread step measured here (linear in b from b = 1, 2; n = 256 scaled by voxels from 128);
+  compute(n, b): the 1-thread step measured here (a + b s from b = 1, 2, with a >= 0; n = 256 scaled by voxels
+  from 128);
   e(n): the 1 -> 2 thread efficiency measured here, taken to hold for every further doubling;
   allreduce(p, S) = overhead + 2 (p - 1) latency + 2 (p - 1) / p * S / beta (a ring: 2 (p - 1) messages of
   S / p), no overlap with the backward pass (the package reduces once, after it); overhead as measured here
@@ -156,7 +157,8 @@ class Model:
             finest = max(k[0] for k in self.compute)
             return self.one_thread(finest, b) * (n / finest) ** 3
         one, two = self.compute[(n, 1, 1)], self.compute[(n, 2, 1)]
-        return one + (b - 1) * (two - one)
+        per_sample = min(two - one, one)  # a + b s with a fixed cost a >= 0 (noise can make two > 2 one)
+        return one + (b - 1) * per_sample
 
     def efficiency(self, n: int) -> float:
         measured = [k[0] for k in self.compute if k[2] == 2 and k[1] == 2]

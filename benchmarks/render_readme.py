@@ -335,6 +335,19 @@ def projection_tables() -> str:
                       f"{r['by_nodes'][k]['efficiency']:.0%} ({r['by_nodes'][k]['step_seconds'] * 1e3:.0f})"
                       if k in r["by_nodes"] else "-" for k in nodes]],
                   lambda r: (r["system"], r["mode"], r["resolution"]))
+    # flags/multigrid_128.flags: 64, 64 and 160 steps at 32, 64 and 128; here at one sample per rank (weak)
+    recipe = {32: 64, 64: 64, 128: 160}
+    weak = {}
+    for r in rows:
+        if r["mode"] == "weak" and r["resolution"] in recipe:
+            weak.setdefault((cpu(r), r["system"], r["nodes"]), {})[r["resolution"]] = r
+    runs = [dict(next(iter(levels.values())), seconds=sum(recipe[n] * levels[n]["step_seconds"] for n in recipe))
+            for levels in weak.values() if set(levels) == set(recipe)]
+    text += table("Projected time of the 128^3 Half-V recipe's 288 steps (32/64/128) at one sample per rank, "
+                  "assuming the same step count at that global batch (not measured)", command,
+                  ["system", "nodes", "ranks", "global batch", "seconds"], runs,
+                  lambda r: [r["system"], r["nodes"], r["ranks"], r["ranks"], f"{r['seconds']:.1f}"],
+                  lambda r: (r["system"], r["nodes"]))
     gpu = load("projection", lambda r: (r["system"], r["nodes"]),
                lambda r: r["kind"] == "projection" and "efficiency" not in r and r["mode"] == "weak")
     gpu = [r for r in gpu if r["resolution"] == min(x["resolution"] for x in gpu)] if gpu else []
