@@ -274,18 +274,14 @@ def main() -> None:
         links[f"loopback_{transport}"] = tagged(run(command + base + ["--child=allreduce"]), "ALLREDUCE")
     if args.hosts:
         sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-        from netns_hosts import INTERFACE, Hosts
+        from netns_hosts import Hosts
 
         why = Hosts.unavailable()
         if why:
             raise SystemExit(f"--hosts: {why}")
         with Hosts() as hosts:
-            command = ["mpirun", "--allow-run-as-root", "-np", "2", "-H", f"{hosts.names[0]}:1,{hosts.names[1]}:1",
-                       "--bind-to", "none", "--mca", "plm_rsh_agent", hosts.ssh, "--mca", "oob_tcp_if_include",
-                       INTERFACE, "--mca", "btl_tcp_if_include", INTERFACE, "-x", "PATH"]
-            command += ["-x", "PYTHONPATH"] if "PYTHONPATH" in os.environ else []
-            links["veth_mpi"] = tagged(run(hosts.command(0, command + base + ["--child=allreduce"]), cwd="/"),
-                                       "ALLREDUCE")
+            command, env = hosts.launcher("mpi", 1, base + ["--child=allreduce"])
+            links["veth_mpi"] = tagged(run(command, cwd="/"), "ALLREDUCE")
     records = []
     for link, points in links.items():
         overhead, beta = fit(points)

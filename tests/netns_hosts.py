@@ -18,6 +18,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -115,6 +116,27 @@ class Hosts:
         for the launcher, started by hand as on a cluster's first node."""
         return ["ip", "netns", "exec", self.namespaces[host], "unshare", "--uts", "sh", "-c",
                 f'hostname {self.names[host]}; exec "$@"', "sh", *map(str, argv)]
+
+    def launcher(self, kind: str, per_host: int, argv: list) -> tuple:
+        """(command, environment) that runs argv on `per_host` ranks on each host, started on the first as on a
+        cluster's first node: kind "mpi" (mpirun, this ssh as its plm_rsh_agent, TCP on INTERFACE, PATH and
+        PYTHONPATH forwarded) or "gloo" (horovodrun --gloo next to this Python, this ssh first on PATH; it
+        exports the environment itself)."""
+        ranks, spread = str(len(self.names) * per_host), ",".join(f"{name}:{per_host}" for name in self.names)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        if kind == "mpi":
+            forward = [arg for name in ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL") if name in env
+                       for arg in ("-x", name)]
+            command = ["mpirun", "--allow-run-as-root", "-np", ranks, "-H", spread, "--oversubscribe", "--bind-to",
+                       "none", "--mca", "plm_rsh_agent", self.ssh, "--mca", "oob_tcp_if_include", INTERFACE,
+                       "--mca", "btl_tcp_if_include", INTERFACE, *forward, *map(str, argv)]
+        elif kind == "gloo":
+            command = [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "--gloo", "-np", ranks, "-H",
+                       spread, *map(str, argv)]
+            env["PATH"] = self.bin + os.pathsep + env["PATH"]
+        else:
+            raise ValueError(f"kind must be mpi or gloo, got {kind!r}")
+        return self.command(0, command), env
 
     def processes(self, host: int) -> list:
         """The pids of the processes in host `host`'s namespace."""

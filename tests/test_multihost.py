@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fault_helpers import saved_epoch
-from netns_hosts import INTERFACE, Hosts
+from netns_hosts import Hosts
 from poisson_tf.training import checkpoint
 from train_helpers import config_flags, tiny_config
 
@@ -58,24 +58,8 @@ def single(disk):
     return checkpoint.stored_values(run)
 
 
-def launch(hosts, launcher: str, per_host: int, argv: list) -> tuple:
-    """(command, environment) that runs argv on `per_host` ranks on each of the 2 hosts, started on the first."""
-    ranks, spread = str(2 * per_host), f"{hosts.names[0]}:{per_host},{hosts.names[1]}:{per_host}"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    if launcher == "mpi":
-        forward = [arg for name in ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL") if name in env
-                   for arg in ("-x", name)]
-        command = ["mpirun", "--allow-run-as-root", "-np", ranks, "-H", spread, "--oversubscribe", "--bind-to",
-                   "none", "--mca", "plm_rsh_agent", hosts.ssh, "--mca", "oob_tcp_if_include", INTERFACE,
-                   "--mca", "btl_tcp_if_include", INTERFACE, *forward, *argv]
-    else:  # horovodrun runs its ssh (the hosts' one, first on PATH) and exports the environment itself
-        command = [HOROVODRUN, "--gloo", "-np", ranks, "-H", spread, *argv]
-        env["PATH"] = hosts.bin + os.pathsep + env["PATH"]
-    return hosts.command(0, command), env
-
-
 def run(hosts, launcher, per_host, argv, timeout=600) -> subprocess.CompletedProcess:
-    command, env = launch(hosts, launcher, per_host, argv)
+    command, env = hosts.launcher(launcher, per_host, argv)
     return subprocess.run(command, env=env, cwd="/", capture_output=True, text=True, timeout=timeout)
 
 
@@ -148,7 +132,7 @@ def training_pids(hosts, host: int) -> list:
 @pytest.mark.parametrize("launcher", ["mpi", "gloo"])
 def test_a_rank_killed_on_the_second_host_ends_the_job_on_both_within_30_s(hosts, disk, launcher):
     model_dir = disk / f"killed_{launcher}"
-    command, env = launch(hosts, launcher, 1, TRAIN + flags(model_dir, disk / "refs", cycle__epochs_per_visit=(40,)))
+    command, env = hosts.launcher(launcher, 1, TRAIN + flags(model_dir, disk / "refs", cycle__epochs_per_visit=(40,)))
     with open(disk / f"killed_{launcher}.log", "w") as log:
         job = subprocess.Popen(command, env=env, cwd="/", stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
